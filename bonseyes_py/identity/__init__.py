@@ -1,0 +1,1 @@
+"""Identities of the paper: hardware, host, artefact, image and runtime IDs."""
