@@ -125,7 +125,7 @@ def verify_jws(token: str | bytes, trust: TrustStore, *, typ: str, signer_roles:
     if header.get("typ") != typ:
         raise LicenceError(f"token type {header.get('typ')!r} is not {typ!r}", check="type")
     algorithm = header.get("alg")
-    if algorithm not in ALLOWED_ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in ALLOWED_ALGORITHMS:  # a list or object is unhashable
         raise LicenceError(f"algorithm {algorithm!r} is not allowed (only {', '.join(sorted(ALLOWED_ALGORITHMS))})",
                            check="algorithm")
     if set(header) - {"alg", "typ", "x5c"}:
