@@ -91,7 +91,10 @@ class Identity:
             role = Role(role_text)
         except ValueError as exc:
             raise CertificateError(f"SAN URI {uri!r} names unknown role {role_text!r}", check="role") from exc
-        return cls(check_trust_domain(domain), role, check_name(name))
+        try:
+            return cls(check_trust_domain(domain), role, check_name(name))
+        except InputError as exc:  # a certificate's bad identity is a certificate error, not bad user input
+            raise CertificateError(f"SAN URI {uri!r}: {exc.args[0]}", check="role") from exc
 
 
 def identity_of(certificate: x509.Certificate) -> Identity:

@@ -118,6 +118,7 @@ def verify_certificate(
     _check_window(certificate, now, "certificate")
     candidates = [*extra_intermediates, *trust.intermediates]
     current = certificate
+    links: list[tuple[x509.Certificate, x509.Certificate]] = []
     for _ in range(MAX_CHAIN_LENGTH):
         if current.issuer == trust.root.subject:
             try:
@@ -130,8 +131,13 @@ def verify_certificate(
             if not _is_ca(issuer):
                 raise CertificateError("issuer in chain is not a CA", check="chain")
             _check_window(issuer, now, "issuing CA certificate")
-        _check_revocation(current, issuer, trust.crls, now, trust.require_crl and current is certificate)
+        links.append((current, issuer))
         if issuer is trust.root:
+            # Revocation is checked once the chain is known to end at our root, so a foreign chain
+            # whose CA names collide with ours is reported as "chain", not as a CRL that fails to verify.
+            for subject, subject_issuer in links:
+                _check_revocation(subject, subject_issuer, trust.crls, now,
+                                  trust.require_crl and subject is certificate)
             return identity
         current = issuer
     raise CertificateError("certificate chain is too long", check="chain")
