@@ -13,6 +13,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,22 @@ def _parse_x5c(header: dict[str, Any]) -> list[x509.Certificate]:
     return certificates
 
 
-def unverified_header(token: str | bytes) -> dict[str, Any]:
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]*")
+_HEADER_CACHE: dict[str, tuple[dict[str, Any], list[x509.Certificate]]] = {}
+_HEADER_CACHE_LIMIT = 1024
+
+
+def clear_header_cache() -> None:
+    _HEADER_CACHE.clear()
+
+
+def _b64url_decode(segment: str, what: str) -> bytes:
+    if len(segment) % 4 == 1 or not _SEGMENT_RE.fullmatch(segment):
+        raise LicenceError(f"token {what} is not base64url", check="format")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _split(token: str | bytes) -> tuple[str, str, str]:
     if isinstance(token, bytes):
         try:
             token = token.decode("ascii")
@@ -107,13 +123,39 @@ def unverified_header(token: str | bytes) -> dict[str, Any]:
         raise LicenceError("token must be a string", check="format")
     if len(token) > MAX_TOKEN_BYTES:
         raise LicenceError(f"token of {len(token)} bytes exceeds the {MAX_TOKEN_BYTES}-byte limit", check="size")
-    if token.count(".") != 2:
+    parts = token.split(".")
+    if len(parts) != 3:
         raise LicenceError("token is not a compact JWS (three dot-separated parts)", check="format")
+    return parts[0], parts[1], parts[2]
+
+
+def _parse_header(segment: str) -> tuple[dict[str, Any], list[x509.Certificate]]:
+    """Decode and check the protected header; x5c parsing is memoised per header (one per signer)."""
+    cached = _HEADER_CACHE.get(segment)
+    if cached is not None:
+        return cached
     try:
-        header = _jws.get_unverified_header(token)
-    except jwt.exceptions.PyJWTError as exc:
-        raise LicenceError(f"token header cannot be decoded: {exc}", check="format") from exc
-    return header
+        header = json.loads(_b64url_decode(segment, "header"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LicenceError("token header is not JSON", check="format") from exc
+    if not isinstance(header, dict):
+        raise LicenceError("token header is not a JSON object", check="format")
+    algorithm = header.get("alg")
+    if algorithm not in ALLOWED_ALGORITHMS:
+        raise LicenceError(f"algorithm {algorithm!r} is not allowed (only {', '.join(sorted(ALLOWED_ALGORITHMS))})",
+                           check="algorithm")
+    if set(header) - {"alg", "typ", "x5c"}:
+        raise LicenceError(f"unexpected header fields {sorted(set(header) - {'alg', 'typ', 'x5c'})}", check="format")
+    parsed = (header, _parse_x5c(header))
+    if len(_HEADER_CACHE) >= _HEADER_CACHE_LIMIT:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[segment] = parsed
+    return parsed
+
+
+def unverified_header(token: str | bytes) -> dict[str, Any]:
+    """The checked header of a token, before any signature check (for routing, never for trust)."""
+    return dict(_parse_header(_split(token)[0])[0])
 
 
 def verify_jws(token: str | bytes, trust: TrustStore, *, typ: str, signer_roles: Iterable[Role],
@@ -121,16 +163,11 @@ def verify_jws(token: str | bytes, trust: TrustStore, *, typ: str, signer_roles:
                required_claims: Iterable[str] = ("iss", "iat", "nbf", "exp", "jti")) -> VerifiedJWS:
     """Check type, algorithm, signer chain and signature, then the time window; return the claims."""
     now = now or utcnow()
-    header = unverified_header(token)
+    header_segment, payload_segment, signature_segment = _split(token)
+    header, chain = _parse_header(header_segment)
     if header.get("typ") != typ:
         raise LicenceError(f"token type {header.get('typ')!r} is not {typ!r}", check="type")
-    algorithm = header.get("alg")
-    if not isinstance(algorithm, str) or algorithm not in ALLOWED_ALGORITHMS:  # a list or object is unhashable
-        raise LicenceError(f"algorithm {algorithm!r} is not allowed (only {', '.join(sorted(ALLOWED_ALGORITHMS))})",
-                           check="algorithm")
-    if set(header) - {"alg", "typ", "x5c"}:
-        raise LicenceError(f"unexpected header fields {sorted(set(header) - {'alg', 'typ', 'x5c'})}", check="format")
-    chain = _parse_x5c(header)
+    algorithm = header["alg"]
     try:
         signer = verify_certificate(chain[0], trust, roles=signer_roles, extra_intermediates=chain[1:], now=now)
     except CertificateError as exc:
@@ -138,16 +175,14 @@ def verify_jws(token: str | bytes, trust: TrustStore, *, typ: str, signer_roles:
     public_key: PublicKey = chain[0].public_key()  # type: ignore[assignment]
     if JWS_ALGORITHM[algorithm_of(public_key)] != algorithm:
         raise LicenceError(f"algorithm {algorithm} does not match the signer's key", check="algorithm")
-    if isinstance(token, bytes):
-        token = token.decode("ascii")
+    signature = _b64url_decode(signature_segment, "signature")
+    payload = _b64url_decode(payload_segment, "payload")
+    # The signature check itself is PyJWT's algorithm implementation (raw r||s to DER for ES256, etc.).
+    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+    if not _jws.get_algorithm_by_name(algorithm).verify(signing_input, public_key, signature):
+        raise LicenceError("signature does not verify", check="signature")
     try:
-        decoded = _jws.decode_complete(token, public_key, algorithms=[algorithm])  # type: ignore[arg-type]
-    except jwt.exceptions.InvalidSignatureError as exc:
-        raise LicenceError("signature does not verify", check="signature") from exc
-    except jwt.exceptions.PyJWTError as exc:
-        raise LicenceError(f"token cannot be decoded: {exc}", check="format") from exc
-    try:
-        claims = json.loads(decoded["payload"])
+        claims = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise LicenceError("payload is not JSON", check="format") from exc
     if not isinstance(claims, dict):

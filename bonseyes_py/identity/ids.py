@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from bonseyes_py.errors import InputError, LicenceError
@@ -142,7 +143,8 @@ class RuntimeID:
         object.__setattr__(self, "host_ip", check_ip(self.host_ip))
 
     def as_claim(self) -> dict[str, str]:
-        return asdict(self)
+        return {"image_digest": self.image_digest, "artefact_id": self.artefact_id, "user_id": self.user_id,
+                "host_id": self.host_id, "nonce": self.nonce, "host_ip": self.host_ip}
 
     @classmethod
     def from_claim(cls, claim: Any) -> RuntimeID:
@@ -153,7 +155,7 @@ class RuntimeID:
         except InputError as exc:
             raise LicenceError(f"runtime claim: {exc.args[0]}", check="format") from exc
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """A short stable name for the runtime certificate: ``rt-`` + 32 hex of the canonical digest."""
         canonical = json.dumps(self.as_claim(), sort_keys=True, separators=(",", ":")).encode()

@@ -19,6 +19,48 @@ from bonseyes_py.errors import CertificateError
 from bonseyes_py.pki.roles import Identity, Role, identity_of
 
 MAX_CHAIN_LENGTH = 4
+_MEMO_LIMIT = 4096
+# Signature checks are memoised on the full certificates (x509.Certificate hashes and compares by its
+# DER), so a tampered certificate is a different key and is checked afresh. Time windows, roles
+# and revocation are never memoised: they are checked on every call.
+_VERIFIED_LINKS: set[tuple[x509.Certificate, x509.Certificate]] = set()
+# CRL objects are not hashable: memoise by identity and keep the object alive so the id stays its own.
+_VALID_CRLS: dict[int, tuple[x509.CertificateRevocationList, x509.Certificate]] = {}
+
+
+def clear_verification_memos() -> None:
+    """Forget memoised signature checks (for benchmarks of the cold path, and after a CA rotation)."""
+    from bonseyes_py import jose
+
+    _VERIFIED_LINKS.clear()
+    _VALID_CRLS.clear()
+    jose.clear_header_cache()
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    link = (certificate, issuer)
+    if link in _VERIFIED_LINKS:
+        return True
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    if len(_VERIFIED_LINKS) >= _MEMO_LIMIT:
+        _VERIFIED_LINKS.clear()
+    _VERIFIED_LINKS.add(link)
+    return True
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    known = _VALID_CRLS.get(id(crl))
+    if known is not None and known[0] is crl and known[1] == issuer:
+        return True
+    if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        return False
+    if len(_VALID_CRLS) >= _MEMO_LIMIT:
+        _VALID_CRLS.clear()
+    _VALID_CRLS[id(crl)] = (crl, issuer)
+    return True
 
 
 def utcnow() -> dt.datetime:
@@ -66,11 +108,7 @@ def _check_window(certificate: x509.Certificate, now: dt.datetime, what: str) ->
 
 def _find_issuer(certificate: x509.Certificate, candidates: Sequence[x509.Certificate]) -> x509.Certificate:
     for candidate in candidates:
-        if candidate.subject == certificate.issuer:
-            try:
-                certificate.verify_directly_issued_by(candidate)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
+        if candidate.subject == certificate.issuer and _issued_by(certificate, candidate):
             return candidate
     raise CertificateError(f"no trusted issuer signed the certificate of {certificate.subject.rfc4514_string()!r}"
                            " (foreign CA or tampered certificate)", check="chain")
@@ -81,7 +119,7 @@ def _check_revocation(certificate: x509.Certificate, issuer: x509.Certificate,
     for crl in crls:
         if crl.issuer != issuer.subject:
             continue
-        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        if not _crl_signed_by(crl, issuer):
             raise CertificateError("CRL signature is invalid", check="crl")
         if crl.next_update_utc is not None and now > crl.next_update_utc:
             raise CertificateError(f"CRL is stale since {crl.next_update_utc.isoformat()}; fetch a fresh one",
@@ -121,11 +159,9 @@ def verify_certificate(
     links: list[tuple[x509.Certificate, x509.Certificate]] = []
     for _ in range(MAX_CHAIN_LENGTH):
         if current.issuer == trust.root.subject:
-            try:
-                current.verify_directly_issued_by(trust.root)
-                issuer = trust.root
-            except (InvalidSignature, ValueError, TypeError) as exc:
-                raise CertificateError("signature does not chain to the trusted root", check="chain") from exc
+            if not _issued_by(current, trust.root):
+                raise CertificateError("signature does not chain to the trusted root", check="chain")
+            issuer = trust.root
         else:
             issuer = _find_issuer(current, candidates)
             if not _is_ca(issuer):

@@ -1,0 +1,1 @@
+"""The ``bonseyes`` command line: a thin adapter over the core."""
