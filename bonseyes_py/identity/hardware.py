@@ -57,7 +57,7 @@ def _read(path: Path) -> str | None:
 
 
 def _nic_macs(sysroot: Path) -> list[str]:
-    macs = []
+    macs: list[str] = []
     net = sysroot / "sys/class/net"
     if not net.is_dir():
         return macs
@@ -83,7 +83,7 @@ def _cpu_model(sysroot: Path) -> str | None:
 
 def _gpus(sysroot: Path) -> list[str]:
     devices = sysroot / "sys/bus/pci/devices"
-    found = []
+    found: list[str] = []
     if not devices.is_dir():
         return found
     for device in sorted(devices.iterdir()):
