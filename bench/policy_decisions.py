@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from typing import Any
 
 from bonseyes_py.policy import (
     DEFAULT_POLICY,
@@ -24,7 +25,7 @@ from bonseyes_py.policy import (
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     engine = PolicyEngine()
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "user": UserAttributes("alice", "ACME"),
         "host": HostAttributes("host-1", "bob", ("vp1", "vp2"), gpu_count=2, gpu_models=("A100", "A100")),
         "artefact": ArtefactAttributes(
