@@ -110,7 +110,12 @@ def clear_header_cache() -> None:
 def _b64url_decode(segment: str, what: str) -> bytes:
     if len(segment) % 4 == 1 or not _SEGMENT_RE.fullmatch(segment):
         raise LicenceError(f"token {what} is not base64url", check="format")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    # Non-zero spare bits in the last character decode to the same bytes: refuse them so that a token
+    # has exactly one encoding (a mutated token must never verify).
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
+        raise LicenceError(f"token {what} is not canonical base64url", check="format")
+    return decoded
 
 
 def _split(token: str | bytes) -> tuple[str, str, str]:
@@ -141,7 +146,7 @@ def _parse_header(segment: str) -> tuple[dict[str, Any], list[x509.Certificate]]
     if not isinstance(header, dict):
         raise LicenceError("token header is not a JSON object", check="format")
     algorithm = header.get("alg")
-    if algorithm not in ALLOWED_ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in ALLOWED_ALGORITHMS:  # a list or object is unhashable
         raise LicenceError(f"algorithm {algorithm!r} is not allowed (only {', '.join(sorted(ALLOWED_ALGORITHMS))})",
                            check="algorithm")
     if set(header) - {"alg", "typ", "x5c"}:
