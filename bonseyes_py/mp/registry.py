@@ -1,0 +1,316 @@
+"""The Marketplace's OCI registry: CNCF distribution (Debian ``docker-registry``) run as its own process.
+
+Who may write is decided by how the process is configured, since distribution has no per-action
+rule for htpasswd users:
+
+- the *push endpoint* listens on loopback only and demands htpasswd (bcrypt) credentials that only
+  the MP holds (a random password in a 0600 file beside the config); deletes are enabled so a
+  failed registration can remove the manifest it pushed;
+- a *pull endpoint* (``read_only=True``) serves the same storage in distribution's read-only
+  maintenance mode behind TLS with client certificates checked against the SM root
+  (``http.tls.clientcas``): hosts holding an SM-issued certificate can pull, nobody can push.
+
+``RegistryClient`` is the small part of the distribution HTTP API the MP needs: resolve and delete
+manifests, list tags, and stream blobs while checking their sha256 (what a BM does in step 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import requests
+import yaml
+
+from bonseyes_py.identity.ids import check_digest
+from bonseyes_py.mp.errors import RegistryError
+from bonseyes_py.pki.keys import write_secret_file
+
+MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+REGISTRY_BINARY = "docker-registry"
+MP_REGISTRY_USER = "marketplace"
+CHUNK = 1024 * 1024
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    username: str
+    password: str = field(repr=False)
+
+    def auth_config(self) -> dict[str, str]:
+        """What the Docker SDK takes as ``auth_config`` for a push."""
+        return {"username": self.username, "password": self.password}
+
+
+@dataclass(frozen=True)
+class RegistryTLS:
+    """Server certificate and key (PEM files) and the CA bundle client certificates must chain to."""
+
+    certificate: Path
+    key: Path
+    client_cas: Path
+
+
+class RegistryProcess:
+    """One ``docker-registry serve`` process over a storage directory.
+
+    ``directory`` holds ``config.yml``, ``htpasswd``, the MP password (0600), the log, and by
+    default the storage itself; a pull endpoint passes the push endpoint's ``storage`` directory.
+    """
+
+    def __init__(self, directory: Path | str, *, host: str = "127.0.0.1", port: int | None = None,
+                 storage: Path | str | None = None, read_only: bool = False, tls: RegistryTLS | None = None,
+                 username: str = MP_REGISTRY_USER) -> None:
+        self.directory = Path(directory)
+        self.host = host
+        self.port = port or free_port(host)
+        self.storage = Path(storage) if storage is not None else self.directory / "storage"
+        self.read_only = read_only
+        self.tls = tls
+        self.username = username
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- configuration ------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as Docker names the registry in image references."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "config.yml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "registry.log"
+
+    @property
+    def password_path(self) -> Path:
+        return self.directory / "private" / "marketplace-password"
+
+    def credentials(self) -> RegistryCredentials:
+        """The MP's push credentials, created on first use and kept (0600) for restarts."""
+        if not self.password_path.exists():
+            self.password_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_secret_file(self.password_path, secrets.token_urlsafe(32).encode())
+        return RegistryCredentials(self.username, self.password_path.read_text().strip())
+
+    def write_config(self) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.storage.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.storage)},
+                "delete": {"enabled": not self.read_only},
+                "maintenance": {"uploadpurging": {"enabled": False},
+                                "readonly": {"enabled": self.read_only}},
+            },
+            "http": {
+                "addr": self.address,
+                "secret": secrets.token_hex(16),
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
+        }
+        if self.tls is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls.certificate), "key": str(self.tls.key),
+                                     "clientcas": [str(self.tls.client_cas)]}
+        if not self.read_only:
+            credentials = self.credentials()
+            hashed = bcrypt.hashpw(credentials.password.encode(), bcrypt.gensalt(rounds=10)).decode()
+            write_secret_file(self.directory / "htpasswd", f"{credentials.username}:{hashed}\n".encode())
+            config["auth"] = {"htpasswd": {"realm": "bonseyes-marketplace",
+                                           "path": str(self.directory / "htpasswd")}}
+        # The config names the htpasswd path and an HTTP secret: keep it private too.
+        write_secret_file(self.config_path, yaml.safe_dump(config, sort_keys=False).encode())
+        return self.config_path
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> RegistryProcess:
+        binary = shutil.which(REGISTRY_BINARY)
+        if binary is None:
+            raise RegistryError(f"{REGISTRY_BINARY} is not installed; run scripts/ci/install_docker.sh",
+                                check="registry-missing")
+        self.write_config()
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen([binary, "serve", str(self.config_path)], stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RegistryError(f"registry exited with {self.process.returncode}: {' | '.join(tail)}",
+                                    check="registry-start")
+            if self._answers():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RegistryError(f"registry did not answer on {self.url} within {timeout:.0f} s (see {self.log_path})",
+                            check="registry-start")
+
+    def _answers(self) -> bool:
+        if self.tls is not None:
+            # Without a client certificate the handshake fails by design; a listening socket is enough.
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+            return False
+        try:
+            response = requests.get(f"{self.url}/v2/", timeout=1)
+        except requests.RequestException:
+            return False
+        return response.status_code in (200, 401)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: used to prove registration survives a registry dying mid-push."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def client(self) -> RegistryClient:
+        return RegistryClient(self.url, self.credentials() if not self.read_only else None)
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RegistryClient:
+    """The few distribution API calls the MP makes, with its push credentials."""
+
+    def __init__(self, url: str, credentials: RegistryCredentials | None = None, *,
+                 session: requests.Session | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.session = session or requests.Session()
+        if credentials is not None:
+            self.session.auth = (credentials.username, credentials.password)
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise RegistryError(f"{method} {self.url}{path} failed: {exc}", check="registry-unreachable") from exc
+
+    def ping(self) -> None:
+        response = self._request("GET", "/v2/")
+        if response.status_code != 200:
+            raise RegistryError(f"registry answered {response.status_code} to /v2/", check="registry-auth")
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The ``Docker-Content-Digest`` of a tag or digest, or ``None`` when the registry lacks it."""
+        response = self._request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryError(f"HEAD manifest {repository}:{reference} answered {response.status_code}")
+        return check_digest(response.headers["Docker-Content-Digest"])
+
+    def manifest(self, repository: str, digest: str) -> tuple[bytes, str]:
+        """The manifest bytes for a digest, checked against that digest, and their media type."""
+        response = self._request("GET", f"/v2/{repository}/manifests/{check_digest(digest)}",
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if response.status_code != 200:
+            raise RegistryError(f"GET manifest {repository}@{digest} answered {response.status_code}")
+        if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
+            raise RegistryError(f"manifest of {repository} does not hash to {digest}", check="digest-mismatch")
+        return response.content, response.headers.get("Content-Type", "")
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest (and with it the tags that point at it); ``False`` when already absent."""
+        response = self._request("DELETE", f"/v2/{repository}/manifests/{check_digest(digest)}")
+        if response.status_code == 404:
+            return False
+        if response.status_code != 202:
+            raise RegistryError(f"DELETE manifest {repository}@{digest} answered {response.status_code}: "
+                                f"{response.text[:200]}")
+        return True
+
+    def tags(self, repository: str) -> list[str]:
+        response = self._request("GET", f"/v2/{repository}/tags/list")
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise RegistryError(f"GET tags of {repository} answered {response.status_code}")
+        return list(response.json().get("tags") or [])
+
+    def blob_digests(self, repository: str, digest: str) -> list[str]:
+        """Config and layer digests named by an image manifest."""
+        manifest = json.loads(self.manifest(repository, digest)[0])
+        if "layers" not in manifest:
+            raise RegistryError(f"{repository}@{digest} is an index, not an image manifest", check="manifest")
+        return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+
+    def iter_blob(self, repository: str, digest: str) -> Iterator[bytes]:
+        response = self._request("GET", f"/v2/{repository}/blobs/{check_digest(digest)}", stream=True)
+        if response.status_code != 200:
+            raise RegistryError(f"GET blob {repository}@{digest} answered {response.status_code}")
+        with response:
+            yield from response.iter_content(CHUNK)
+
+    def verify_image(self, repository: str, digest: str) -> int:
+        """Re-hash the manifest and every blob of an image; return the bytes hashed.
+
+        This is the integrity check of step 3: content addressing means the manifest digest alone
+        pins every byte, so no ``docker save`` of the whole image is needed.
+        """
+        total = 0
+        for blob in self.blob_digests(repository, digest):
+            hasher = hashlib.sha256()
+            for chunk in self.iter_blob(repository, blob):
+                hasher.update(chunk)
+                total += len(chunk)
+            if "sha256:" + hasher.hexdigest() != blob:
+                raise RegistryError(f"blob {blob} of {repository} does not hash to its digest",
+                                    check="digest-mismatch")
+        return total
