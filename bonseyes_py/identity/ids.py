@@ -28,9 +28,10 @@ HOST_ID_TYPE = "bonseyes-host-id+jwt"
 ARTEFACT_ID_TYPE = "bonseyes-artefact-id+jwt"
 IMAGE_ID_TYPE = "bonseyes-image-id+jwt"
 
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HARDWARE_ID_RE = re.compile(r"^hw-[0-9a-f]{64}$")
-_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_HARDWARE_ID_RE = re.compile(r"^hw-[0-9a-f]{64}\Z")
+_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}\Z")
 _ID_CLAIMS = ("iss", "iat", "nbf", "jti", "sub")
 
 

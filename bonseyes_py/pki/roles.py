@@ -22,8 +22,9 @@ DEFAULT_TRUST_DOMAIN = "bonseyes.local"
 # Licence signing has no registered EKU; 2.25.<uuid> is the unregistered OID arc of ITU-T X.667.
 LICENCE_SIGNING_EKU = ObjectIdentifier("2.25.178236911542237935262880925532386911371")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
-_TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
+_TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\Z")
 
 
 class Role(enum.StrEnum):

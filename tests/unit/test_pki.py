@@ -158,6 +158,12 @@ def test_bad_name_refused_at_issuance(ca: CertificateAuthority, make_csr: MakeCS
         ca.issue_from_csr(csr, Role.USER, "../etc/passwd")
     assert exc.value.check == "name"
     with pytest.raises(InputError) as exc:
+        ca.issue_from_csr(csr, Role.USER, "alice\n")  # "$" in a regex would accept the newline
+    assert exc.value.check == "name"
+    with pytest.raises(InputError) as exc:
+        CertificateAuthority.init(ca.paths.directory.parent / "nl-ca", trust_domain="bonseyes.local\n")
+    assert exc.value.check == "trust-domain"
+    with pytest.raises(InputError) as exc:
         ca.issue_from_csr(csr, Role.HOST, "h1", ip_addresses=("not-an-ip",))
     assert exc.value.check == "input"
 
