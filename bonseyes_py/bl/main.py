@@ -156,7 +156,7 @@ def start_payload(original: Original, arguments: list[str]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvpe(command[0], command, env)
+        os.execvpe(command[0], command, env)  # noqa: S606 (exec without a shell is the point)
     except OSError as exc:
         raise LayerError("exec", f"cannot start {command[0]!r}: {exc.strerror}", EXIT_NOT_FOUND) from exc
 
