@@ -1,0 +1,137 @@
+"""What every SM operation shares: configuration, CA, database sessions, trust store, clock.
+
+The operations themselves live in small mixins (``users``, ``hosts``, ``artefacts``, ``premises``,
+``pipelines``, ``licensing``, ``revocation``) combined by ``service.SecurityManager``. Callers pass
+a verified ``Identity`` as ``actor``: the web adapter gets it from the TLS peer, the admin API from
+the admin certificate on disk, and it is what the audit log records.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bonseyes_py.errors import BonseyesError, InputError
+from bonseyes_py.licences import LicenceIssuer
+from bonseyes_py.pki.ca import CertificateAuthority
+from bonseyes_py.pki.roles import Identity, Role
+from bonseyes_py.pki.verify import TrustStore
+from bonseyes_py.policy import PolicyEngine
+from bonseyes_py.sm import audit
+from bonseyes_py.sm.bm_client import BonseyesModuleClient
+from bonseyes_py.sm.config import SMConfig
+from bonseyes_py.web.errors import NotFoundError
+
+Clock = Callable[[], float]
+
+
+class Forbidden(BonseyesError):
+    """The caller is authenticated but this record is not theirs, or it is revoked."""
+
+    check = "forbidden"
+    http_status = 403
+
+
+def require(condition: bool, error: BonseyesError) -> None:
+    if not condition:
+        raise error
+
+
+def found(record: Any, what: str, key: str) -> Any:
+    if record is None:
+        raise NotFoundError(f"{what} {key!r} does not exist")
+    return record
+
+
+def check_int(value: Any, what: str, *, minimum: int = 0, maximum: int = 2**62) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise InputError(f"{what} must be an integer between {minimum} and {maximum}", check=what.replace(" ", "-"))
+    return value
+
+
+def check_str_list(value: Any, what: str, *, limit: int = 1000) -> list[str]:
+    if not isinstance(value, list) or len(value) > limit or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{what} must be a list of at most {limit} strings", check=what.replace(" ", "-"))
+    return list(value)
+
+
+class DataBox:
+    """AES-256-GCM for stored licence responses (they hold runtime private keys)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, plaintext, context.encode())
+
+    def open(self, sealed: bytes, context: str) -> bytes:
+        return self._aead.decrypt(sealed[:12], sealed[12:], context.encode())
+
+
+class SMCore:
+    """State shared by the operations of one SM process (one per gunicorn worker)."""
+
+    def __init__(self, config: SMConfig, ca: CertificateAuthority, engine: Engine,
+                 bm_client: BonseyesModuleClient | None = None, clock: Clock = time.time) -> None:
+        from bonseyes_py.sm.db import session_factory
+
+        self.config = config
+        self.ca = ca
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = session_factory(engine)
+        self.bm_client = bm_client
+        self.clock = clock
+        self.issuer = LicenceIssuer(ca)
+        self.policy = PolicyEngine()
+        self.box = DataBox(config.data_key.read_bytes())
+        self._trust_lock = threading.Lock()
+        self._trust: tuple[tuple[int, int], TrustStore] | None = None
+
+    # -- transactions and audit -------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work; commits on success (before the caller answers anybody)."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def audit(self, session: Session, actor: Identity | str, action: str, subject: str, *,
+              outcome: str = "ok", policy_revision: str | None = None, **details: Any) -> None:
+        actor_uri = actor.uri if isinstance(actor, Identity) else actor
+        audit.append(session, actor=actor_uri, action=action, subject=subject, outcome=outcome,
+                     policy_revision=policy_revision, details=details)
+
+    def audit_now(self, actor: Identity | str, action: str, subject: str, **kwargs: Any) -> None:
+        """Record something in its own transaction (a denial, whose main transaction rolled back)."""
+        with self.transaction() as session:
+            self.audit(session, actor, action, subject, **kwargs)
+
+    # -- trust ------------------------------------------------------------------------------------
+
+    def trust_store(self) -> TrustStore:
+        """Root, intermediate and the current CRL, reloaded when the CRL file changes."""
+        path = self.ca.paths.crl
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+        cached = self._trust
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        with self._trust_lock:
+            store = self.ca.trust_store(with_crl=True, require_crl=True)
+            self._trust = (version, store)
+            return store
+
+    def identity(self, role: Role, name: str) -> Identity:
+        return self.ca.identity(role, name)
+
+    def now(self) -> float:
+        return self.clock()

@@ -1,0 +1,125 @@
+"""Host registration (step 1) and host authentication / heartbeat (step 2).
+
+A host is named after its hardware (``host_name_for(hardware_id)``). Its owner vouches for it with
+a host ID (the hardware ID signed by the owner's user certificate); the SM issues the BM's host
+certificate from a CSR, with the host name as a DNS SAN so the SM can pin it when it calls the BM.
+A host whose hardware ID changed gets a different name, and a request to re-register under the old
+name is refused: the old name's hardware is not this machine.
+
+A host is available while its heartbeats arrive within ``heartbeat_ttl_seconds``; its address is
+the TLS peer address of its last heartbeat, never a value it claims.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from bonseyes_py.errors import InputError
+from bonseyes_py.identity.hardware import host_name_for
+from bonseyes_py.identity.ids import verify_host_id
+from bonseyes_py.pki.certs import certificate_pem, chain_pem, load_csr
+from bonseyes_py.pki.roles import Identity, Role
+from bonseyes_py.sm.core import Forbidden, SMCore, check_int, check_str_list, found, require
+from bonseyes_py.sm.models import Host, Premise, PremiseHost, User
+from bonseyes_py.sm.users import record_certificate
+from bonseyes_py.web.errors import ConflictError, NotFoundError
+
+
+def host_available(host: Host, now: float, ttl: float) -> bool:
+    return bool(not host.revoked and host.last_seen is not None and now - host.last_seen <= ttl)
+
+
+class HostOperations(SMCore):
+    def register_host(self, actor: Identity, host_id_token: str, csr_pem: str, *, premises: list[str] | None = None,
+                      gpu_count: int = 0, gpu_models: list[str] | None = None,
+                      name: str | None = None) -> dict[str, Any]:
+        if not isinstance(host_id_token, str) or not isinstance(csr_pem, str):
+            raise InputError("host_id and csr must be strings", check="input")
+        premises = check_str_list(premises or [], "premises", limit=100)
+        gpu_models = check_str_list(gpu_models or [], "gpu models", limit=64)
+        check_int(gpu_count, "gpu count", maximum=1024)
+        host_id = verify_host_id(host_id_token, self.trust_store())
+        owner = Identity.parse_uri(host_id.owner_uri)
+        if actor.role is Role.USER and actor.uri != owner.uri:
+            raise Forbidden(f"host ID is signed by {owner.uri}, not by the caller {actor.uri}", check="host-owner")
+        host_name = host_name_for(host_id.hardware_id)
+        if name is not None and name != host_name:
+            raise ConflictError(f"host {name!r} was registered for other hardware; this host's hardware ID "
+                                f"gives the name {host_name!r}: register it as a new host", check="hardware-changed")
+        csr = load_csr(csr_pem.encode())
+        with self.transaction() as session:
+            user = found(session.get(User, owner.name), "owner", owner.name)
+            require(not user.revoked, Forbidden(f"owner {owner.name} is revoked", check="revoked"))
+            for premise in premises:
+                if session.get(Premise, premise) is None:
+                    raise NotFoundError(f"premise {premise!r} does not exist")
+            host = session.get(Host, host_name)
+            if host is not None:
+                require(host.hardware_id == host_id.hardware_id,
+                        ConflictError(f"host {host_name} is registered for other hardware", check="hardware-changed"))
+                require(host.owner == owner.name,
+                        ConflictError(f"host {host_name} belongs to {host.owner}", check="host-owner"))
+                require(not host.revoked, Forbidden(f"host {host_name} is revoked", check="revoked"))
+                host.host_id_token = host_id_token
+                host.gpu_count = gpu_count
+                host.gpu_models = gpu_models
+                action = "host-reregistered"
+            else:
+                host = Host(host_id=host_name, hardware_id=host_id.hardware_id, owner=owner.name,
+                            host_id_token=host_id_token, gpu_count=gpu_count, gpu_models=gpu_models,
+                            revoked=False, created_at=self.now())
+                session.add(host)
+                action = "host-registered"
+            session.flush()
+            for premise in premises:
+                if session.get(PremiseHost, (premise, host_name)) is None:
+                    session.add(PremiseHost(premise=premise, host_id=host_name))
+            certificate = self.ca.issue_from_csr(csr, Role.HOST, host_name, dns_names=(host_name,))
+            record_certificate(self, session, certificate, Role.HOST, host_name)
+            self.audit(session, actor, action, self.identity(Role.HOST, host_name).uri,
+                       hardware_id=host_id.hardware_id, owner=owner.name, premises=premises,
+                       serial=format(certificate.serial_number, "x"))
+            member_of = self._premises_of(session, host_name)
+        return {"host_id": host_name, "hardware_id": host_id.hardware_id, "owner": owner.name,
+                "premises": member_of, "certificate": certificate_pem(certificate).decode(),
+                "chain": chain_pem(self.ca.chain).decode()}
+
+    @staticmethod
+    def _premises_of(session: Any, host_id: str) -> list[str]:
+        return sorted(session.execute(select(PremiseHost.premise).where(PremiseHost.host_id == host_id)).scalars())
+
+    def heartbeat(self, actor: Identity, peer_ip: str, *, bm_port: int | None = None) -> dict[str, Any]:
+        """Step 2: the BM shows up over mTLS; the SM records its address and marks it available."""
+        if bm_port is not None:
+            check_int(bm_port, "bm port", minimum=1, maximum=65535)
+        now = self.now()
+        with self.transaction() as session:
+            host = found(session.get(Host, actor.name), "host", actor.name)
+            require(not host.revoked, Forbidden(f"host {host.host_id} is revoked", check="revoked"))
+            was_available = host_available(host, now, self.config.heartbeat_ttl_seconds)
+            moved = host.ip != peer_ip
+            host.last_seen = now
+            host.ip = peer_ip
+            if bm_port is not None:
+                host.bm_port = bm_port
+            if not was_available or moved:
+                host.online_since = now
+                self.audit(session, actor, "host-online", actor.uri, ip=peer_ip, bm_port=host.bm_port)
+            return {"host_id": host.host_id, "available": True, "ip": peer_ip,
+                    "bm_port": host.bm_port or self.config.bm_port, "online_since": host.online_since,
+                    "ttl_seconds": self.config.heartbeat_ttl_seconds}
+
+    def get_host(self, actor: Identity, host_id: str) -> dict[str, Any]:
+        with self.transaction() as session:
+            host = found(session.get(Host, host_id), "host", host_id)
+            if actor.role is Role.USER and actor.name != host.owner:
+                raise Forbidden(f"host {host_id} belongs to another user", check="host-owner")
+            if actor.role is Role.HOST and actor.name != host.host_id:
+                raise Forbidden("a host may only read its own record", check="host-owner")
+            return {"host_id": host.host_id, "hardware_id": host.hardware_id, "owner": host.owner,
+                    "premises": self._premises_of(session, host_id), "gpu_count": host.gpu_count,
+                    "gpu_models": list(host.gpu_models), "revoked": host.revoked, "ip": host.ip,
+                    "available": host_available(host, self.now(), self.config.heartbeat_ttl_seconds),
+                    "last_seen": host.last_seen}

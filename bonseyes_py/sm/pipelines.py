@@ -1,0 +1,211 @@
+"""Pipeline requests and the image integrity check (step 3).
+
+A user asks for a pipeline on a premise: stages map artefacts to hosts. The policy decides; the
+pipeline is recorded as ``verifying`` and committed; then the SM asks each BM to fetch its images
+by digest and report the digests it computed, and checks each against the digest in the SM-signed
+image ID. Any mismatch, unknown answer or unreachable BM aborts the pipeline, and every BM of the
+pipeline is told to remove the images. Only a ``ready`` pipeline lets its hosts get licences.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+
+from bonseyes_py.errors import BonseyesError, InputError, LicenceError, PolicyDenied
+from bonseyes_py.identity.ids import check_digest, verify_image_id
+from bonseyes_py.pki.roles import Identity, Role, check_name
+from bonseyes_py.policy import Action, RequestContext
+from bonseyes_py.sm.attributes import user_attributes
+from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint, BonseyesModuleError
+from bonseyes_py.sm.core import Forbidden, SMCore, found, require
+from bonseyes_py.sm.hosts import host_available
+from bonseyes_py.sm.models import Artefact, Host, Image, Pipeline, PipelineStage, Premise, PremiseHost, User
+from bonseyes_py.sm.premises import premise_attributes
+from bonseyes_py.web.errors import ConflictError, NotFoundError
+
+log = logging.getLogger(__name__)
+MAX_STAGES = 64
+
+
+class _Denied(Exception):
+    """Carries a denying decision out of the transaction that must roll back."""
+
+    def __init__(self, decision: Any) -> None:
+        super().__init__("denied")
+        self.decision = decision
+
+
+class ImageIntegrityError(ConflictError):
+    check = "image-integrity"
+
+
+def denial(decision: Any) -> PolicyDenied:
+    if decision.errors:
+        reason = f"evaluation failed: {decision.errors[0]}"
+    elif decision.determining_policies:
+        reason = "forbidden by policy " + ", ".join(decision.determining_policies)
+    else:
+        reason = "no policy permits it"
+    return PolicyDenied(f"{decision.action.value} denied (policy revision {decision.policy_revision}): {reason}")
+
+
+def _parse_stages(stages: Any) -> list[dict[str, str | None]]:
+    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
+        raise InputError(f"stages must be a list of 1 to {MAX_STAGES} objects", check="stages")
+    parsed = []
+    for position, stage in enumerate(stages):
+        if not isinstance(stage, dict) or not {"artefact_id", "host_id"} <= set(stage):
+            raise InputError(f"stage {position} must be an object with artefact_id and host_id", check="stages")
+        digest = stage.get("digest")
+        parsed.append({"artefact_id": check_name(stage["artefact_id"], "artefact ID"),
+                       "host_id": check_name(stage["host_id"], "host ID"),
+                       "digest": check_digest(digest) if digest is not None else None})
+    return parsed
+
+
+class PipelineOperations(SMCore):
+    def request_pipeline(self, actor: Identity, premise_name: str, stages: Any) -> dict[str, Any]:
+        check_name(premise_name, "premise")
+        parsed = _parse_stages(stages)
+        pipeline_id = "pl-" + uuid.uuid4().hex
+        decision = None
+        try:
+            self._record_pipeline(actor, premise_name, parsed, pipeline_id)
+        except _Denied as denied:
+            decision = denied.decision
+        if decision is not None:
+            self.audit_now(actor, "pipeline-denied", premise_name, outcome="denied",
+                           policy_revision=decision.policy_revision, policies=list(decision.determining_policies),
+                           errors=list(decision.errors))
+            raise denial(decision)
+        self._verify_images(actor, pipeline_id)
+        return self.get_pipeline(actor, pipeline_id)
+
+    def _record_pipeline(self, actor: Identity, premise_name: str, parsed: list[dict[str, str | None]],
+                         pipeline_id: str) -> None:
+        now = self.now()
+        with self.transaction() as session:
+            user = found(session.get(User, actor.name), "user", actor.name)
+            require(not user.revoked, Forbidden(f"user {user.user_id} is revoked", check="revoked"))
+            premise = found(session.get(Premise, premise_name), "premise", premise_name)
+            decision = self.policy.decide(premise.policy, Action.REQUEST_PIPELINE, user=user_attributes(user),
+                                          host=None, artefact=None, premise=premise_attributes(session, premise),
+                                          context=RequestContext(now=int(now)))
+            if not decision.allowed:
+                raise _Denied(decision)  # Rolled back here; recorded by the caller in its own transaction.
+            resolved = [self._resolve_stage(session, premise_name, stage, now) for stage in parsed]
+            session.add(Pipeline(pipeline_id=pipeline_id, user_id=user.user_id, premise=premise_name,
+                                 status="verifying", reason="", created_at=now))
+            session.flush()
+            for position, (artefact_id, digest, host_id) in enumerate(resolved):
+                session.add(PipelineStage(pipeline_id=pipeline_id, position=position, artefact_id=artefact_id,
+                                          digest=digest, host_id=host_id))
+            self.audit(session, actor, "pipeline-requested", pipeline_id, policy_revision=decision.policy_revision,
+                       premise=premise_name, policies=list(decision.determining_policies),
+                       stages=[{"artefact_id": a, "digest": d, "host_id": h} for a, d, h in resolved])
+
+    def _resolve_stage(self, session: Any, premise: str, stage: dict[str, str | None],
+                       now: float) -> tuple[str, str, str]:
+        artefact_id, host_id = str(stage["artefact_id"]), str(stage["host_id"])
+        artefact = found(session.get(Artefact, artefact_id), "artefact", artefact_id)
+        require(not artefact.revoked, Forbidden(f"artefact {artefact_id} is revoked", check="revoked"))
+        host = found(session.get(Host, host_id), "host", host_id)
+        require(not host.revoked, Forbidden(f"host {host_id} is revoked", check="revoked"))
+        require(session.get(PremiseHost, (premise, host_id)) is not None,
+                Forbidden(f"host {host_id} is not a member of premise {premise}", check="host-not-in-premise"))
+        require(host_available(host, now, self.config.heartbeat_ttl_seconds),
+                ConflictError(f"host {host_id} is not available (no heartbeat within "
+                              f"{self.config.heartbeat_ttl_seconds} s)", check="host-unavailable"))
+        digest = stage["digest"]
+        if digest is None:
+            image = session.execute(select(Image).where(Image.artefact_id == artefact_id)
+                                    .order_by(Image.created_at.desc()).limit(1)).scalar_one_or_none()
+            image = found(image, "image of artefact", artefact_id)
+        else:
+            image = found(session.get(Image, digest), "image", digest)
+            require(image.artefact_id == artefact_id,
+                    NotFoundError(f"image {digest} is not an image of artefact {artefact_id}"))
+        return artefact_id, image.digest, host_id
+
+    def _verify_images(self, actor: Identity, pipeline_id: str) -> None:
+        """Ask every BM to fetch and digest its images; abort everywhere on the first doubt."""
+        with self.transaction() as session:
+            stages = list(session.execute(select(PipelineStage, Host, Image)
+                                          .join(Host, Host.host_id == PipelineStage.host_id)
+                                          .join(Image, Image.digest == PipelineStage.digest)
+                                          .where(PipelineStage.pipeline_id == pipeline_id)
+                                          .order_by(PipelineStage.position)).tuples())
+        by_host: dict[str, list[tuple[PipelineStage, Image]]] = defaultdict(list)
+        endpoints: dict[str, BonseyesModuleEndpoint] = {}
+        for stage, host, image in stages:
+            by_host[host.host_id].append((stage, image))
+            endpoints[host.host_id] = BonseyesModuleEndpoint(host.host_id, host.ip or "",
+                                                             host.bm_port or self.config.bm_port)
+        reported: dict[int, str] = {}
+        failure: BonseyesError | None = None
+        try:
+            if self.bm_client is None:
+                raise BonseyesModuleError("this SM has no BM client configured", check="bm-unreachable")
+            trust = self.trust_store()
+            for host_id, entries in by_host.items():
+                digests = sorted({image.digest for _, image in entries})
+                answer = self.bm_client.fetch_images(endpoints[host_id], digests)
+                for stage, image in entries:
+                    computed = answer.get(image.digest)
+                    reported[stage.id] = computed or ""
+                    if computed != image.digest:
+                        raise ImageIntegrityError(f"host {host_id} computed digest {computed!r} for image "
+                                                  f"{image.digest} of artefact {stage.artefact_id}")
+                    try:
+                        verify_image_id(image.image_id_token, trust, expect_digest=image.digest,
+                                        expect_artefact=stage.artefact_id)
+                    except LicenceError as exc:
+                        raise ImageIntegrityError(f"image ID of {image.digest} does not verify: {exc}") from exc
+        except BonseyesError as exc:
+            failure = exc
+        if failure is not None:
+            self._abort(actor, pipeline_id, by_host, endpoints, reported, failure)
+            raise failure
+        with self.transaction() as session:
+            for stage_row in session.execute(select(PipelineStage).where(
+                    PipelineStage.pipeline_id == pipeline_id)).scalars():
+                stage_row.reported_digest = reported.get(stage_row.id)
+            found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id).status = "ready"
+            self.audit(session, actor, "pipeline-ready", pipeline_id, digests_verified=len(reported))
+
+    def _abort(self, actor: Identity, pipeline_id: str, by_host: dict[str, list[tuple[PipelineStage, Image]]],
+               endpoints: dict[str, BonseyesModuleEndpoint], reported: dict[int, str], failure: BonseyesError) -> None:
+        removal_errors = []
+        for host_id, entries in by_host.items():
+            try:
+                if self.bm_client is not None:
+                    self.bm_client.remove_images(endpoints[host_id], sorted({i.digest for _, i in entries}))
+            except BonseyesError as exc:
+                removal_errors.append(f"{host_id}: {exc}")
+                log.warning("could not tell BM of %s to remove images of pipeline %s: %s", host_id, pipeline_id, exc)
+        with self.transaction() as session:
+            for stage_row in session.execute(select(PipelineStage).where(
+                    PipelineStage.pipeline_id == pipeline_id)).scalars():
+                stage_row.reported_digest = reported.get(stage_row.id)
+            pipeline = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
+            pipeline.status = "aborted"
+            pipeline.reason = str(failure)
+            self.audit(session, actor, "pipeline-aborted", pipeline_id, outcome="aborted", reason=str(failure),
+                       removal_errors=removal_errors)
+
+    def get_pipeline(self, actor: Identity, pipeline_id: str) -> dict[str, Any]:
+        with self.transaction() as session:
+            pipeline = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
+            if actor.role is Role.USER and actor.name != pipeline.user_id:
+                raise Forbidden(f"pipeline {pipeline_id} belongs to another user", check="pipeline-owner")
+            stages = session.execute(select(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id)
+                                     .order_by(PipelineStage.position)).scalars()
+            return {"pipeline_id": pipeline.pipeline_id, "user_id": pipeline.user_id, "premise": pipeline.premise,
+                    "status": pipeline.status, "reason": pipeline.reason,
+                    "stages": [{"artefact_id": s.artefact_id, "digest": s.digest, "host_id": s.host_id,
+                                "reported_digest": s.reported_digest} for s in stages]}
