@@ -424,3 +424,15 @@ def test_licence_verifies_from_loaded_ca(ca: CertificateAuthority, host_licence:
     """A verifier that only has the published root, intermediate and CRL files accepts the licence."""
     loaded = CertificateAuthority.load(ca.paths.directory)
     assert verify_licence(host_licence.token, loaded.trust_store(require_crl=True), kind=HOST)
+
+
+def test_x5c_with_unparseable_certificate_refused(ca: CertificateAuthority, host_licence: HostLicence) -> None:
+    """An x5c entry whose DER is well framed but invalid inside is a format error, not a crash."""
+    header, payload, signature = host_licence.token.split(".")
+    decoded = json.loads(b64url_decode(header))
+    der = bytearray(base64.b64decode(decoded["x5c"][0]))
+    marker = bytes.fromhex("a003020102")
+    at = bytes(der).index(marker)
+    der[at:at + 5] = bytes.fromhex("a003020107")
+    x5c = [base64.b64encode(bytes(der)).decode("ascii"), *decoded["x5c"][1:]]
+    assert check_of(f"{b64url_json(dict(decoded, x5c=x5c))}.{payload}.{signature}", ca) == "format"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import subprocess
 from collections.abc import Callable
@@ -485,3 +486,24 @@ def test_pkcs12_opens_with_openssl(ca: CertificateAuthority, make_csr: MakeCSR, 
 def test_identity_of_reads_role(ca: CertificateAuthority, make_csr: MakeCSR) -> None:
     _, cert = _issue(ca, make_csr, Role.MARKETPLACE, "market")
     assert identity_of(cert).uri == "spiffe://bonseyes.local/marketplace/market"
+
+
+def _with_bad_version(certificate: x509.Certificate) -> bytes:
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    marker = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2 (v3)
+    assert der.count(marker) == 1
+    return der.replace(marker, bytes.fromhex("a003020107"))
+
+
+def test_certificate_with_invalid_version_refused(ca: CertificateAuthority) -> None:
+    """cryptography raises InvalidVersion (not a ValueError) for this; the loaders map it to InputError."""
+    from bonseyes_py.pki.certs import load_der_certificate
+
+    der = _with_bad_version(ca.signer)
+    with pytest.raises(InputError) as exc:
+        load_der_certificate(der)
+    assert exc.value.check == "input"
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+    with pytest.raises(InputError) as exc:
+        load_certificate(pem)
+    assert exc.value.check == "input"
