@@ -54,6 +54,8 @@ def check_nonce(nonce: str) -> str:
 
 
 def check_ip(address: str) -> str:
+    if not isinstance(address, str):
+        raise InputError(f"host IP {address!r} is not a string", check="host-ip")
     try:
         return str(ipaddress.ip_address(address))
     except ValueError as exc:

@@ -32,7 +32,11 @@ class KeyAlgorithm(enum.StrEnum):
 
 
 def generate_private_key(algorithm: KeyAlgorithm | str = KeyAlgorithm.EC_P256) -> PrivateKey:
-    algorithm = KeyAlgorithm(algorithm)
+    try:
+        algorithm = KeyAlgorithm(algorithm)
+    except ValueError as exc:
+        choices = ", ".join(a.value for a in KeyAlgorithm)
+        raise InputError(f"unknown key algorithm {algorithm!r} (choose {choices})", check="key-algorithm") from exc
     if algorithm is KeyAlgorithm.EC_P256:
         return ec.generate_private_key(ec.SECP256R1())
     if algorithm is KeyAlgorithm.ED25519:
