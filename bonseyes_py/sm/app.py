@@ -55,7 +55,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
             def view(**kwargs: Any) -> Any:
                 peer = auth.peer(roles)
                 result = handler(peer, **kwargs)
-                return result if isinstance(result, Response) else jsonify(result)
+                return result if isinstance(result, (Response, tuple)) else jsonify(result)
 
             view.__name__ = handler.__name__
             return app.route(rule, methods=methods)(view)
@@ -85,6 +85,11 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
                                role=body.get("role", "user"), passphrase=body.get("passphrase"),
                                csr_pem=body.get("csr"))
         return jsonify(answer), 201
+
+    @route("/v1/services", ["POST"], (Role.ADMIN,))
+    def enrol_service(peer: Any) -> tuple[Response, int]:
+        body = _fields(json_body(), ("role", "name", "csr"))
+        return jsonify(sm.enrol_service(peer.identity, body["role"], body["name"], body["csr"])), 201
 
     @route("/v1/users/<user_id>", ["GET"], (Role.ADMIN,))
     def get_user(_peer: Any, user_id: str) -> dict[str, Any]:

@@ -70,6 +70,23 @@ class UserOperations(SMCore):
             answer["pkcs12"] = base64.b64encode(bundle).decode()
         return answer
 
+    def enrol_service(self, actor: Identity, role: str, name: str, csr_pem: str, *,
+                      dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Issue a certificate for a service peer (the Marketplace) from its CSR."""
+        if role != Role.MARKETPLACE.value:
+            raise InputError(f"role {role!r} cannot be enrolled as a service; use marketplace", check="role")
+        check_name(name, "service name")
+        if not isinstance(csr_pem, str):
+            raise InputError("csr must be a PEM string", check="csr")
+        csr = load_csr(csr_pem.encode())
+        certificate = self.ca.issue_from_csr(csr, Role(role), name, dns_names=dns_names, ip_addresses=ip_addresses)
+        identity = self.identity(Role(role), name)
+        with self.transaction() as session:
+            record_certificate(self, session, certificate, Role(role), name)
+            self.audit(session, actor, "service-enrolled", identity.uri, serial=format(certificate.serial_number, "x"))
+        return {"role": role, "name": name, "uri": identity.uri, "serial": format(certificate.serial_number, "x"),
+                "certificate": certificate_pem(certificate).decode(), "chain": chain_pem(self.ca.chain).decode()}
+
     def get_user(self, user_id: str) -> dict[str, Any]:
         with self.transaction() as session:
             user = found(session.get(User, user_id), "user", user_id)
