@@ -52,24 +52,26 @@ def write_context(directory: Path, *, base: str, bl_dir: Path, artefact: str, ow
         path.chmod(0o755 if path.is_dir() or path.stat().st_mode & 0o100 else 0o644)
     labels = {layout.LABEL_ARTEFACT: artefact, layout.LABEL_OWNER: owner, layout.LABEL_ARTEFACT_ID: artefact_id,
               layout.LABEL_ORIGINAL: json.dumps(original, sort_keys=True), layout.LABEL_BL_VERSION: BL_FORMAT_VERSION}
-    # One LABEL instruction (one build step); json.dumps quoting is what Dockerfile double quotes accept.
-    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
     # ENTRYPOINT resets the inherited CMD; "CMD []" says so explicitly: BL reads the original from metadata.
     (directory / "Dockerfile").write_text(
         f"FROM {base}\n"
         f"COPY {layout.BL_HOME.lstrip('/')}/ {layout.BL_HOME}/\n"
-        f"LABEL {label_line}\n"
         "USER root\n"
         f'ENTRYPOINT ["{layout.BL_EXECUTABLE}"]\n'
         "CMD []\n")
     return labels
 
 
-def build_image(client: docker.DockerClient, context: Path, tag: str, progress: Progress) -> str:
-    """Build with the engine's builder, no network; return the new image ID."""
+def build_image(client: docker.DockerClient, context: Path, tag: str, labels: dict[str, str],
+                progress: Progress) -> str:
+    """Build with the engine's builder, no network; return the new image ID.
+
+    Labels go through the API, not a Dockerfile ``LABEL``, which would expand ``$VAR`` in the
+    recorded command.
+    """
     image_id = None
     try:
-        for event in client.api.build(path=str(context), tag=tag, rm=True, forcerm=True,
+        for event in client.api.build(path=str(context), tag=tag, labels=labels, rm=True, forcerm=True,
                                       pull=False, network_mode="none", decode=True):
             if "error" in event:
                 raise RegistrationError(f"layer build failed: {event['error'].strip()}", check="build")

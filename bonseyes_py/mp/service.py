@@ -195,12 +195,12 @@ class Marketplace:
             published = f"{self.registry_address}/{repository}"
             context = workdir / "context"
             context.mkdir()
-            write_context(context, base=f"{staging}:base", bl_dir=self.bl_dir, artefact=name,
+            labels = write_context(context, base=f"{staging}:base", bl_dir=self.bl_dir, artefact=name,
                                    owner=caller.name, artefact_id=artefact_id,
                                    sm_certificates=self.signer.sm_certificates(), original=original)
             image_ref = f"{published}:{PUBLISHED_TAG}"
             undo.images.append(image_ref)  # registered before the build: a half-built tag is removed too
-            build_image(self.docker, context, image_ref, progress)
+            build_image(self.docker, context, image_ref, labels, progress)
             timings.add("layer", started)
             size = int(self.docker.images.get(image_ref).attrs.get("Size") or 0)
 
