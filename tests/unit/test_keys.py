@@ -121,5 +121,6 @@ def test_unsupported_curve_refused() -> None:
 
 
 def test_unknown_algorithm_name_refused() -> None:
-    with pytest.raises(ValueError, match="dsa-1024"):  # the enum's own error: a programming mistake
+    with pytest.raises(InputError, match="dsa-1024") as caught:
         generate_private_key("dsa-1024")
+    assert caught.value.check == "key-algorithm"
