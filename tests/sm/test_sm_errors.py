@@ -10,11 +10,11 @@ import pytest
 import requests
 from conftest import Lab, SMServer, World
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from sm_testlib import check_error, check_response, digest_of, fake_hardware_id, new_csr, nonce, write_certificate
 
 from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.keys import generate_private_key
 from bonseyes_py.pki.roles import Role
-from sm_testlib import check_error, check_response, digest_of, fake_hardware_id, new_csr, nonce, write_certificate
 
 
 def _handshake_refused(server: SMServer, cert: Path | None, key: Path | None) -> None:

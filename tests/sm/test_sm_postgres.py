@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import World, build_lab, launch_sm
+from postgres_server import PostgresServer, start_postgres
+from sm_testlib import check_error, check_response, free_port, nonce, stop
 from sqlalchemy import create_engine, inspect
 
 from bonseyes_py.sm.db import upgrade_database
-from postgres_server import PostgresServer, start_postgres
-from sm_testlib import check_error, check_response, free_port, nonce, stop
 
 pytestmark = pytest.mark.postgres
 

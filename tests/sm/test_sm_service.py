@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sm_testlib import fake_hardware_id, new_csr
 from sqlalchemy import text
 
 from bonseyes_py.errors import PolicyError
@@ -15,7 +16,6 @@ from bonseyes_py.pki.certs import load_certificate
 from bonseyes_py.pki.roles import identity_of
 from bonseyes_py.sm import SecurityManager, init_sm, verify_audit_chain
 from bonseyes_py.sm.service import admin_identity
-from sm_testlib import fake_hardware_id, new_csr
 
 
 class Clock:
@@ -48,9 +48,9 @@ def _populate(sm: SecurityManager) -> None:
     sm.put_premise(admin, "lab", users=["u1", "u2"])
 
 
-def _tamper(sm: SecurityManager, statement: str) -> None:
+def _tamper(sm: SecurityManager, statement: str, **params: object) -> None:
     with sm.engine.begin() as connection:
-        connection.execute(text(statement))
+        connection.execute(text(statement), params)
 
 
 def _report(sm: SecurityManager) -> tuple[bool, int | None]:
@@ -100,7 +100,7 @@ def test_rehashed_edit_is_caught_at_the_next_link(sm: SecurityManager) -> None:
         entry = audit.as_dict(session.get(audit.AuditEntry, 2))
     entry["subject"] = "forged"
     forged_hash = audit.entry_digest(entry)
-    _tamper(sm, f"UPDATE audit_log SET subject = 'forged', entry_hash = '{forged_hash}' WHERE seq = 2")
+    _tamper(sm, "UPDATE audit_log SET subject = 'forged', entry_hash = :digest WHERE seq = 2", digest=forged_hash)
     assert _report(sm) == (False, 3)
 
 
