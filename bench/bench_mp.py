@@ -1,0 +1,144 @@
+"""Benchmark of artefact registration and digest verification (a script, not a test).
+
+1. Registration of a ~200 MB image (Debian + python3 + 40 MB of incompressible data), broken into
+   vet, layer build, push, digest and sign, against the real engine and registry.
+2. Digest verification throughput: Python's sha256 over the image's blobs as the registry stores
+   them, against ``openssl dgst -sha256`` over the same files in the same run (goal >= 0.8x).
+3. BL start-up time, onedir against onefile, through the full path (licence verification, exec).
+
+Run as root with the engine up: ``.venv/bin/python bench/bench_mp.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import secrets
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+from bonseyes_py.bl.build import build_layer
+from bonseyes_py.identity.ids import RuntimeID
+from bonseyes_py.licences import LicenceIssuer
+from bonseyes_py.mp.catalogue import Catalogue
+from bonseyes_py.mp.registry import RegistryProcess
+from bonseyes_py.mp.service import Marketplace, Timings
+from bonseyes_py.mp.signing import LocalArtefactSigner
+from bonseyes_py.pki.ca import CertificateAuthority
+from bonseyes_py.pki.roles import Role
+
+BENCH_IMAGE = "bonseyes-bench/payload-200mb:1"
+CHUNK = 1024 * 1024
+
+
+def bench_image(client: docker.DockerClient) -> str:
+    dockerfile = ("FROM bonseyes/base-python:bookworm\n"
+                  "RUN head -c 41943040 /dev/urandom > /opt/model.bin\n"
+                  'CMD ["python3", "-c", "print(42)"]\n')
+    try:
+        client.images.get(BENCH_IMAGE)
+    except docker.errors.ImageNotFound:
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BENCH_IMAGE, rm=True, network_mode="none")
+    return BENCH_IMAGE
+
+
+def python_sha256(paths: list[Path]) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    digests = []
+    for path in paths:
+        hasher = hashlib.sha256()
+        with path.open("rb", buffering=0) as handle:
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+        digests.append(hasher.hexdigest())
+    return time.perf_counter() - started, digests
+
+
+def openssl_sha256(paths: list[Path]) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    output = subprocess.run(["openssl", "dgst", "-sha256", "-r", *map(str, paths)], capture_output=True, text=True,
+                            check=True).stdout
+    return time.perf_counter() - started, [line.split()[0] for line in output.splitlines()]
+
+
+def bl_start_time(client: docker.DockerClient, ca: CertificateAuthority, mode: str, work: Path, runs: int) -> float:
+    """Median seconds for BL to verify a licence and exec /bin/true, measured inside one container."""
+    bl = build_layer(mode=mode)
+    licence_dir = work / f"licence-{mode}"
+    licence_dir.mkdir()
+    runtime = RuntimeID(image_digest="sha256:" + "0" * 64, artefact_id="bench", user_id="u", host_id="h",
+                        nonce=secrets.token_urlsafe(16), host_ip="127.0.0.1")
+    (licence_dir / "host-licence.jwt").write_text(LicenceIssuer(ca).issue_host_licence(runtime).token)
+    meta = work / f"meta-{mode}"
+    (meta / "certs").mkdir(parents=True)
+    (meta / "certs" / "sm-root.pem").write_bytes(ca.paths.root_cert.read_bytes())
+    (meta / "certs" / "sm-intermediate.pem").write_bytes(ca.paths.intermediate_cert.read_bytes())
+    original = {"entrypoint": ["/bin/true"], "cmd": [], "env": [], "workdir": "/", "user": ""}
+    (meta / "artefact.json").write_text(json.dumps({"artefact": "bench", "original": original}))
+    script = ("for i in $(seq " + str(runs) + "); do s=$(date +%s.%N); /opt/bonseyes/bl/bonseyes-layer || exit 1; "
+              "e=$(date +%s.%N); awk -v s=$s -v e=$e 'BEGIN{print e-s}'; done")
+    output = client.containers.run(
+        "bonseyes/base-minbase:bookworm", ["/bin/sh", "-c", script], remove=True, network_mode="none",
+        volumes={str(bl): {"bind": "/opt/bonseyes/bl", "mode": "ro"},
+                 str(meta / "certs"): {"bind": "/opt/bonseyes/certs", "mode": "ro"},
+                 str(meta / "artefact.json"): {"bind": "/opt/bonseyes/artefact.json", "mode": "ro"},
+                 str(licence_dir): {"bind": "/run/bonseyes", "mode": "ro"}})
+    return statistics.median(float(line) for line in output.decode().split())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bl-runs", type=int, default=10)
+    args = parser.parse_args()
+    client = docker.from_env(timeout=600)
+    image = bench_image(client)
+    size = client.images.get(image).attrs["Size"]
+    with tempfile.TemporaryDirectory(prefix="bench-mp-") as work_dir:
+        work = Path(work_dir)
+        ca = CertificateAuthority.init(work / "ca")
+        build_layer()  # cached build outside the timed registration
+        with RegistryProcess(work / "registry") as registry:
+            marketplace = Marketplace(catalogue=Catalogue.sqlite(work / "catalogue.db"), registry=registry.client(),
+                                      registry_address=registry.address, credentials=registry.credentials(),
+                                      signer=LocalArtefactSigner(ca), docker_client=client)
+            timings = Timings()
+            started = time.perf_counter()
+            artefact = marketplace.register(image, caller=ca.identity(Role.USER, "bench"), name="bench-200mb",
+                                            timings=timings)
+            total = time.perf_counter() - started
+            print(f"registration of {image} ({size / 1e6:.0f} MB image, published {artefact.size / 1e6:.0f} MB):"
+                  f" {total:.2f} s")
+            for stage in ("vet", "layer", "push", "digest", "sign"):
+                print(f"  {stage:<7} {timings.stages.get(stage, 0.0):7.2f} s")
+
+            client_api = registry.client()
+            blobs = client_api.blob_digests(artefact.repository, artefact.digest)
+            root = registry.storage / "docker" / "registry" / "v2" / "blobs" / "sha256"
+            paths = [root / blob[7:9] / blob[7:] / "data" for blob in blobs]
+            total_bytes = sum(path.stat().st_size for path in paths)
+            python_sha256(paths)  # warm the page cache so both hashers read from memory
+            py_seconds, py_digests = python_sha256(paths)
+            ossl_seconds, ossl_digests = openssl_sha256(paths)
+            assert py_digests == ossl_digests == [blob[7:] for blob in blobs]
+            started = time.perf_counter()
+            client_api.verify_image(artefact.repository, artefact.digest)
+            http_seconds = time.perf_counter() - started
+            print(f"digest verification over {len(paths)} blobs, {total_bytes / 1e6:.0f} MB:")
+            print(f"  python hashlib  {total_bytes / py_seconds / 1e6:8.0f} MB/s")
+            print(f"  openssl dgst    {total_bytes / ossl_seconds / 1e6:8.0f} MB/s")
+            print(f"  ratio python/openssl {ossl_seconds / py_seconds:.2f}x (goal >= 0.8x)")
+            print(f"  via registry HTTP (RegistryClient.verify_image) {total_bytes / http_seconds / 1e6:8.0f} MB/s")
+        for mode in ("onedir", "onefile"):
+            seconds = bl_start_time(client, ca, mode, work, args.bl_runs)
+            print(f"BL {mode}: median start-to-exec {seconds * 1000:.0f} ms over {args.bl_runs} runs")
+
+
+if __name__ == "__main__":
+    main()
