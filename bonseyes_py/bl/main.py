@@ -161,11 +161,28 @@ def start_payload(original: Original, arguments: list[str]) -> NoReturn:
         raise LayerError("exec", f"cannot start {command[0]!r}: {exc.strerror}", EXIT_NOT_FOUND) from exc
 
 
+# --- step 6 hook (owned by bonseyes_py/bl/protocol.py; keep this block small) -------------------
+def authorize_artefact(artefact: str, claims: dict[str, Any], original: Original) -> None:
+    """Step 6: artefact licence from SM, accepted by BM; adds the payload's TLS credentials to its env."""
+    from bonseyes_py.bl import protocol
+
+    uid, gid = resolve_user(original.user)[:2] if original.user else (0, 0)
+    try:
+        token = Path(layout.HOST_LICENCE).read_bytes()[:MAX_LICENCE_BYTES].strip().decode()
+        os.environ.update(protocol.authorize(artefact, claims, token, uid, gid))
+    except protocol.ProtocolError as exc:
+        raise LayerError(exc.check, exc.message, EXIT_LICENCE) from exc
+    except OSError as exc:
+        raise LayerError("licence", f"step 6 failed: {exc}", EXIT_LICENCE) from exc
+# --- end of step 6 hook --------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         artefact, original = read_metadata()
-        verify_host_licence(artefact)
+        claims = verify_host_licence(artefact)
+        authorize_artefact(artefact, claims, original)
         start_payload(original, arguments)
     except LayerError as exc:
         print(f"bonseyes-layer: {exc}", file=sys.stderr, flush=True)
