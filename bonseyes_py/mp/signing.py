@@ -53,8 +53,11 @@ class LocalArtefactSigner:
 class HttpsArtefactSigner:
     """Asks the SM over mutual TLS, as the marketplace identity, to sign IDs.
 
-    The SM endpoints (``POST /v1/artefact-ids``, ``POST /v1/image-ids``, ``GET /v1/ca/chain``) are
-    the ones the SM service exposes to marketplace certificates; replies are JSON with a ``token``.
+    NOT YET WIRED to the SM service: the SM's ``POST /v1/artefacts`` signs the artefact ID and the
+    image ID together from a digest, but the artefact ID must be baked into the image *before*
+    the digest exists. This client assumes two separate marketplace-only endpoints
+    (``POST /v1/artefact-ids`` -> ``{"token"}``, ``POST /v1/image-ids`` -> ``{"token"}``,
+    ``GET /v1/ca/chain``) and is untested until the SM exposes them.
     Each returned token is verified against the SM root the MP was configured with, so a
     misbehaving endpoint cannot make the MP bake an unsigned ID into an image.
     """
