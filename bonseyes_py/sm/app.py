@@ -182,4 +182,8 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
     def audit_verify(_peer: Any) -> dict[str, Any]:
         return sm.verify_audit().as_dict()
 
+    # Steps 4-6 across the BMs (start/stop/status of a pipeline's runtimes): bonseyes_py/sm/pipeline_runtime.py.
+    from bonseyes_py.sm.pipeline_runtime import register_pipeline_runtime
+
+    register_pipeline_runtime(app, sm, auth)
     return app
