@@ -135,7 +135,9 @@ class LicenceOperations(SMCore):
                 require(previous is not None and previous.kind == "host" and previous.host_id == host.host_id
                         and previous.nonce == nonce and previous.request_fingerprint == fingerprint,
                         ConflictError(f"licence {renews} is not a host licence of this runtime", check="renewal"))
-                require(previous.revoked_at is None, Forbidden(f"licence {renews} is revoked", check="revoked"))
+                require(previous is not None and previous.revoked_at is None,
+                        Forbidden(f"licence {renews} is revoked", check="revoked"))
+            assert pipeline is not None  # checked by require() above; narrows the type
             premise = found(session.get(Premise, pipeline.premise), "premise", pipeline.premise)
             running = self._running_instances(session, artefact_id, (host.host_id, nonce), now)
             decision = self.policy.decide(
@@ -238,7 +240,8 @@ class LicenceOperations(SMCore):
             require(not host.revoked, Forbidden(f"host {host.host_id} is revoked", check="revoked"))
             user = found(session.get(User, runtime.user_id), "user", runtime.user_id)
             require(not user.revoked, Forbidden(f"user {user.user_id} is revoked", check="revoked"))
-            premise_name = (record.pipeline_id and session.get(Pipeline, record.pipeline_id).premise) or ""
+            pipeline = session.get(Pipeline, record.pipeline_id) if record.pipeline_id else None
+            premise_name = pipeline.premise if pipeline is not None else ""
             premise = found(session.get(Premise, premise_name), "premise", premise_name)
             running = self._running_instances(session, artefact.artefact_id, (host.host_id, runtime.nonce), now)
             decision = self.policy.decide(

@@ -69,6 +69,26 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+MAX_DRAIN_BYTES = 4 * 1024 * 1024
+
+
+def _drain_body() -> None:
+    """Read and drop a refused body (up to a bound) so the client gets the 413 instead of a reset."""
+    length = request.content_length or 0
+    if not 0 < length <= MAX_DRAIN_BYTES:
+        return
+    stream = request.environ.get("wsgi.input")
+    remaining = length
+    try:
+        while remaining > 0 and stream is not None:
+            chunk = stream.read(min(65536, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except (OSError, ValueError):
+        pass
+
+
 def create_flask_app(name: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Flask:
     """A Flask app whose every error, expected or not, is a JSON body with an ``error`` check."""
     app = Flask(name)
@@ -86,6 +106,7 @@ def create_flask_app(name: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         message = error.description or error.name
         if status == 413:
             message = f"request body exceeds the {max_body_bytes}-byte limit"
+            _drain_body()
         return error_response(check, message, status)
 
     @app.errorhandler(Exception)
