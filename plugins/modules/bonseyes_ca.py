@@ -18,7 +18,7 @@ description:
     fails instead, because every certificate and licence issued so far depends on it.
   - Private keys are written with mode C(0600) under C(private/) (mode C(0700)), each atomically.
 author:
-  - Bonseyes virtual premise developers
+  - Bonseyes virtual premise developers (@bonseyes)
 requirements:
   - bonseyes_py on the managed host's Python interpreter
 extends_documentation_fragment:

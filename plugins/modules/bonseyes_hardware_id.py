@@ -17,7 +17,7 @@ description:
     The firmware UUID is readable by root only; run with O(ignore:become) if it must be part of the ID.
   - The facts are also set as the host fact C(bonseyes_hardware).
 author:
-  - Bonseyes virtual premise developers
+  - Bonseyes virtual premise developers (@bonseyes)
 requirements:
   - bonseyes_py on the managed host's Python interpreter
 extends_documentation_fragment:

@@ -17,7 +17,7 @@ description:
     match the key, or carries another O(common_name).
   - A key file readable by group or others is refused, not repaired, because such a key may already be exposed.
 author:
-  - Bonseyes virtual premise developers
+  - Bonseyes virtual premise developers (@bonseyes)
 requirements:
   - bonseyes_py on the managed host's Python interpreter
 extends_documentation_fragment:

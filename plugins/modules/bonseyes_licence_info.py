@@ -17,7 +17,7 @@ description:
     C(signature) or C(host-id); the check is also returned as RV(check).
   - A licence holds no private key, so its claims are safe to show.
 author:
-  - Bonseyes virtual premise developers
+  - Bonseyes virtual premise developers (@bonseyes)
 requirements:
   - bonseyes_py on the managed host's Python interpreter
 extends_documentation_fragment:
