@@ -33,6 +33,7 @@ MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.index.v1+json",
 ))
 MAX_REPOSITORIES = 10_000
+CATALOGUE_PAGE = 1000  # distribution's maximum page size
 
 
 class ImageError(BonseyesError):
@@ -66,6 +67,18 @@ class ImageStore:
                                  headers={"Accept": MANIFEST_TYPES}, timeout=self.timeout)
         return response.status_code == 200 and response.headers.get("Docker-Content-Digest") == digest
 
+    def _catalogue(self) -> list[str]:
+        """Every repository name, following the registry's pagination (``Link: <...>; rel="next"``)."""
+        repositories: list[str] = []
+        url: str | None = f"{self.registry_url}/v2/_catalog?n={CATALOGUE_PAGE}"
+        while url and len(repositories) < MAX_REPOSITORIES:
+            response = requests.get(url, timeout=self.timeout)
+            response.raise_for_status()
+            repositories += [str(r) for r in response.json().get("repositories") or []]
+            following = response.links.get("next", {}).get("url")
+            url = f"{self.registry_url}{following}" if following and following.startswith("/") else following
+        return repositories
+
     def repository_of(self, digest: str) -> str:
         check_digest(digest)
         with self._lock:
@@ -75,15 +88,11 @@ class ImageStore:
         if not self.registry:
             raise ImageError("this BM has no registry configured", check="registry")
         try:
-            response = requests.get(f"{self.registry_url}/v2/_catalog", params={"n": MAX_REPOSITORIES},
-                                    timeout=self.timeout)
-            response.raise_for_status()
-            repositories = list(response.json().get("repositories") or [])
-            for repository in repositories:
+            for repository in self._catalogue():
                 if self._has_manifest(repository, digest):
                     with self._lock:
                         self._repositories[digest] = repository
-                    return str(repository)
+                    return repository
         except (requests.RequestException, ValueError) as exc:
             raise ImageError(f"registry {self.registry} did not answer: {exc}", check="registry") from exc
         raise ImageError(f"no repository of registry {self.registry} holds {digest}", check="image-not-found")
