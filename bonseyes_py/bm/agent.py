@@ -392,6 +392,7 @@ class BonseyesModule:
     def status(self) -> dict[str, Any]:
         return {"host_id": self.host_id, "ip": self.config.bind_ip, "port": self.config.port,
                 "last_heartbeat": self.last_heartbeat, "runtimes": self.runtimes(),
+                "removed_digests": list(self.removed_digests),
                 "now": dt.datetime.now(dt.UTC).isoformat()}
 
 
