@@ -233,7 +233,7 @@ class Lab:
         answer = self.admin.post("/v1/artefacts", {"artefact_id": name, "owner": owner, "digest": artefact.digest})
         assert answer.status_code == 201, answer.text
         return {"name": name, "digest": artefact.digest, "repository": artefact.repository,
-                "reference": f"{self.registry.address}/{artefact.repository}@{artefact.digest}"}  # type: ignore[union-attr]
+                "reference": f"{self.pull_registry.address}/{artefact.repository}@{artefact.digest}"}  # type: ignore[union-attr]
 
     # -- BMs ----------------------------------------------------------------------------------------------
 

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import pytest
-from lab import Lab, dump, logs_of, run_pipeline, wait_for
+from lab import Lab, clean_env, dump, logs_of, run_pipeline, wait_for
+
+from bonseyes_py.errors import LicenceError
+from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
+from bonseyes_py.pki.certs import certificate_pem
+from bonseyes_py.pki.keys import generate_private_key, write_private_key
+from bonseyes_py.pki.roles import Role
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 PREMISE = "lab"
@@ -42,3 +56,173 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["status"] == "stopped"
     assert lab.pipeline_containers(pipeline_id) == []
+
+
+def _blob_path(lab: Lab, digest: str) -> Path:
+    hex_digest = digest.removeprefix("sha256:")
+    return lab.registry.storage / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+
+
+def test_tampered_layer_aborts_the_pipeline_and_every_bm_removes_its_images(lab: Lab) -> None:
+    victim = lab.register_artefact("victim", "alice")
+    layers = lab.registry.client().blob_digests(victim["repository"], victim["digest"])
+    blob = _blob_path(lab, layers[-1])  # the BL layer: unique to this artefact, so never cached locally
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    alice = lab.user("alice")
+    answer = alice.post("/v1/pipelines", {"premise": PREMISE, "stages": [
+        {"artefact_id": "relay", "host_id": lab.host_a.host_id},
+        {"artefact_id": "victim", "host_id": lab.host_b.host_id}]})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "image-integrity"
+    assert not lab.has_image(victim["digest"])
+    assert not lab.has_image(lab.relay["digest"])
+    for handle in (lab.host_a, lab.host_b):
+        status = lab.bm_client(handle).get("/v1/status").json()
+        assert status["runtimes"] == [] or all(r["status"] != "running" for r in status["runtimes"]
+                                               if r["digest"] == victim["digest"])
+    assert lab.bm_client(lab.host_a).get("/v1/status").json()["removed_digests"][-1] == lab.relay["digest"]
+    assert lab.bm_client(lab.host_b).get("/v1/status").json()["removed_digests"][-1] == victim["digest"]
+    assert [c for c in lab.containers() if c.labels.get("io.bonseyes.bm.pipeline") is None] == []
+
+
+def test_container_started_by_hand_never_gets_a_licence(lab: Lab) -> None:
+    lab.docker.images.pull(lab.relay["reference"].partition("@")[0], tag=lab.relay["digest"])
+    output = lab.docker.containers.run(lab.relay["reference"], network_mode="host", remove=False, detach=True)
+    try:
+        result = output.wait(timeout=60)
+        logs = logs_of(output)
+    finally:
+        output.remove(force=True)
+    assert result["StatusCode"] == 77, logs
+    assert "no host licence at /run/bonseyes/host-licence.jwt" in logs
+    assert "LISTENING" not in logs
+    assert "PAYLOAD RUNNING" not in logs
+
+
+def test_host_licence_of_host_a_replayed_on_host_b_is_refused(lab: Lab, tmp_path: Path) -> None:
+    alice = lab.user("alice")
+    pipeline, started = run_pipeline(alice, PREMISE, [{"artefact_id": "relay", "host_id": lab.host_a.host_id}])
+    assert started["stages"][0]["status"] == "running", dump(started)
+    nonce = started["stages"][0]["nonce"]
+    material = lab.host_a.directory / "runtimes" / nonce
+    token = (material / "host-licence.jwt").read_text()
+    # 1. B's BM checks licences against its own host ID: A's licence names A.
+    with pytest.raises(LicenceError) as refused:
+        verify_licence(token, lab.ca.trust_store(), kind=LicenceKind.HOST,
+                       expect=Expectations(host_id=lab.host_b.host_id, host_ip=lab.host_b.ip))
+    assert refused.value.check == "host-id"
+    # 2. A's runtime presenting an artefact licence to B's BM: B never started that runtime.
+    key = material / "runtime.key"
+    chain = material / "runtime.pem"
+    from lab import Client
+
+    as_runtime = Client(lab.sm_url, chain, key, lab.ca_bundle)
+    licence = as_runtime.post("/v1/licences/artefact", {"host_licence": token, "artefact_id": "relay"})
+    assert licence.status_code == 201, licence.text
+    to_b = Client(f"https://{lab.host_b.ip}:{lab.host_b.port}", chain, key, lab.ca_bundle,
+                  assert_hostname=lab.host_b.host_id)
+    answer = to_b.post("/v1/runtimes/licence", {"licence": licence.json()["licence"]})
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"] == "unknown-runtime"
+    # 3. A container on B started with A's copied material (B's BM as endpoint) never runs its payload.
+    replay = tmp_path / "replay"
+    shutil.copytree(material, replay)
+    endpoints = json.loads((replay / "endpoints.json").read_text())
+    endpoints["bm_url"] = f"https://{lab.host_b.ip}:{lab.host_b.port}"
+    (replay / "endpoints.json").write_text(json.dumps(endpoints))
+    container = lab.docker.containers.run(lab.relay["reference"], network_mode="host", detach=True,
+                                          volumes={str(replay): {"bind": "/run/bonseyes", "mode": "ro"}},
+                                          environment={"BONSEYES_LISTEN": f"{lab.host_b.ip}:0"})
+    try:
+        result = container.wait(timeout=120)
+        logs = logs_of(container)
+    finally:
+        container.remove(force=True)
+    assert result["StatusCode"] == 77, logs
+    assert "endpoint" in logs
+    assert "PAYLOAD RUNNING" not in logs
+    assert alice.post(f"/v1/pipelines/{pipeline['pipeline_id']}/stop").status_code == 200
+
+
+def test_bm_of_unregistered_or_revoked_host_is_refused(lab: Lab) -> None:
+    # Unregistered: a host certificate from the SM's CA for a host the SM has no record of.
+    handle = lab.add_host("127.0.0.4", "alice", [PREMISE])
+    answer = lab.admin.post("/v1/revocations", {"kind": "host", "id": handle.host_id, "reason": "e2e"})
+    assert answer.status_code == 200, answer.text
+    revoked = subprocess.run([sys.executable, "-m", "bonseyes_py.bm", str(handle.directory)], capture_output=True,
+                             text=True, timeout=120, env=clean_env())
+    assert revoked.returncode == 1
+    assert "revoked" in revoked.stderr
+
+    ghost_dir = lab.root / "hosts" / "ghost"
+    shutil.copytree(handle.directory, ghost_dir)
+    key = generate_private_key()
+    certificate = lab.ca.issue(key.public_key(), lab.ca.identity(Role.HOST, "h-" + "0" * 32), dns_names=("ghost",))
+    write_private_key(ghost_dir / "tls" / "host.key", key)
+    (ghost_dir / "tls" / "host.pem").write_bytes(certificate_pem(certificate) + certificate_pem(lab.ca.intermediate))
+    config = json.loads((ghost_dir / "bm.json").read_text())
+    config.update(host_id="h-" + "0" * 32, directory=str(ghost_dir))
+    (ghost_dir / "bm.json").write_text(json.dumps(config))
+    ghost = subprocess.run([sys.executable, "-m", "bonseyes_py.bm", str(ghost_dir)], capture_output=True, text=True,
+                           timeout=120, env=clean_env())
+    assert ghost.returncode == 1
+    assert "not-found" in ghost.stderr
+
+
+def test_revoked_artefact_is_stopped_at_next_renewal_and_no_longer_licensed(lab: Lab) -> None:
+    lab.register_artefact("doomed", "alice")
+    alice = lab.user("alice")
+    pipeline, started = run_pipeline(alice, PREMISE, [{"artefact_id": "doomed", "host_id": lab.host_a.host_id}])
+    assert started["stages"][0]["status"] == "running", dump(started)
+    assert len(lab.pipeline_containers(pipeline["pipeline_id"])) == 1
+    answer = lab.admin.post("/v1/revocations", {"kind": "artefact", "id": "doomed", "reason": "e2e"})
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: lab.pipeline_containers(pipeline["pipeline_id"]) == [], 60, "the renewal to stop the runtime")
+    runtimes = lab.bm_client(lab.host_a).get("/v1/runtimes", params={"pipeline_id": pipeline["pipeline_id"]}).json()
+    assert runtimes["runtimes"][0]["status"] == "stopped"
+    assert "renewal refused" in runtimes["runtimes"][0]["detail"]
+    again = alice.post("/v1/pipelines", {"premise": PREMISE, "stages": [
+        {"artefact_id": "doomed", "host_id": lab.host_a.host_id}]})
+    assert again.status_code == 403, again.text
+    assert again.json()["error"] == "revoked"
+
+
+def test_bm_restarted_during_set_up_leaves_nothing_running_unlicensed(lab: Lab) -> None:
+    alice = lab.user("alice")
+    requested = alice.post("/v1/pipelines", {"premise": PREMISE, "stages": [
+        {"artefact_id": "relay", "host_id": lab.host_a.host_id},
+        {"artefact_id": "relay", "host_id": lab.host_b.host_id}]})
+    assert requested.status_code == 201, requested.text
+    pipeline_id = requested.json()["pipeline_id"]
+    outcome: dict[str, object] = {}
+
+    def start() -> None:
+        response = alice.post(f"/v1/pipelines/{pipeline_id}/start")
+        outcome["status"] = response.status_code
+        outcome["body"] = response.json()
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    # Kill B's BM as soon as its container exists: BL is then between steps 5 and 6.
+    wait_for(lambda: any(c.labels.get("io.bonseyes.bm.host") == lab.host_b.host_id
+                         for c in lab.pipeline_containers(pipeline_id)), 120, "B's container")
+    lab.stop_bm(lab.host_b, signal.SIGKILL)
+    lab.start_bm(lab.host_b)
+    thread.join(timeout=300)
+    assert outcome["status"] == 200, outcome
+    body = outcome["body"]
+    assert isinstance(body, dict)
+    statuses = [s["status"] for s in body["stages"]]
+    if body["status"] == "ready":  # it completed: every stage is a licensed runtime
+        assert statuses == ["running", "running"]
+    else:  # it failed cleanly: aborted, and every container of it is gone
+        assert body["status"] == "aborted", dump(body)
+        wait_for(lambda: lab.pipeline_containers(pipeline_id) == [], 60, "the aborted pipeline's containers to go")
+    for container in lab.pipeline_containers(pipeline_id):
+        handle = next(h for h in (lab.host_a, lab.host_b) if h.host_id == container.labels["io.bonseyes.bm.host"])
+        records = lab.bm_client(handle).get("/v1/runtimes", params={"pipeline_id": pipeline_id}).json()["runtimes"]
+        nonce = container.labels["io.bonseyes.bm.nonce"]
+        assert [r["status"] for r in records if r["nonce"] == nonce] == ["running"], dump(records)
+    alice.post(f"/v1/pipelines/{pipeline_id}/stop")
