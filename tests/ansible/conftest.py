@@ -70,28 +70,28 @@ def run_module(collections_root: Path):
     return run
 
 
-def ansible_env(collections_path: str) -> dict[str, str]:
+def ansible_env(collections_path: str, local_temp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
+        ANSIBLE_LOCAL_TEMP=str(local_temp),
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_COLLECTIONS_PATH=collections_path,
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_LOCAL_TEMP=str(Path(collections_path.split(":")[0]).parent / "ansible-local-tmp"),
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
     )
     return env
 
 
 @pytest.fixture
-def ansible_playbook(collections_root: Path):
+def ansible_playbook(collections_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """Run ansible-playbook from the project's venv; returns the completed process (stdout + stderr)."""
 
     def run(*args: str, collections_path: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV_BIN / "ansible-playbook"), *args],
             cwd=REPO,
-            env=ansible_env(collections_path or str(collections_root)),
+            env=ansible_env(collections_path or str(collections_root), tmp_path_factory.mktemp("ansible-tmp")),
             capture_output=True,
             text=True,
             timeout=600,

@@ -44,9 +44,14 @@ def installed_collections() -> str:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_site_runs_the_trust_demo_and_changes_nothing_the_second_time(
+def test_site_check_mode_then_trust_demo_then_nothing_changes_the_second_time(
         ansible_playbook, installed_collections: str, tmp_path: Path) -> None:
     args = ("-i", "inventories/local", "-e", f"bonseyes_state_dir={tmp_path / 'state'}", "site.yml")
+    checked = ansible_playbook("--check", *args, collections_path=installed_collections)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert recap(checked.stdout)["changed"] > 0
+    assert not (tmp_path / "state").exists()
+
     first = ansible_playbook(*args, collections_path=installed_collections)
     assert first.returncode == 0, first.stdout + first.stderr
     assert recap(first.stdout)["changed"] > 0
