@@ -272,17 +272,18 @@ class Lab:
 
     def containers(self, **labels: str) -> list[Any]:
         filters = [f"{key}={value}" for key, value in labels.items()] or [LABEL_HOST]
-        return self.docker.containers.list(all=True, filters={"label": filters})
+        return self.docker.containers.list(all=True, ignore_removed=True, filters={"label": filters})
 
     def pipeline_containers(self, pipeline_id: str) -> list[Any]:
-        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_PIPELINE}={pipeline_id}"})
+        return self.docker.containers.list(all=True, ignore_removed=True,
+                                           filters={"label": f"{LABEL_PIPELINE}={pipeline_id}"})
 
     def has_image(self, digest: str) -> bool:
         return any(entry.endswith("@" + digest) for image in self.docker.images.list(all=True)
                    for entry in image.attrs.get("RepoDigests") or [])
 
     def close(self) -> None:
-        for container in self.docker.containers.list(all=True, filters={"label": LABEL_HOST}):
+        for container in self.docker.containers.list(all=True, ignore_removed=True, filters={"label": LABEL_HOST}):
             container.remove(force=True)
         for process in reversed(self.processes):
             stop_process(process)
