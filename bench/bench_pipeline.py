@@ -114,12 +114,17 @@ def main() -> None:
             requested = alice.post("/v1/pipelines", {"premise": PREMISE, "stages": stages})
             assert requested.status_code == 201, requested.text
             pipeline_id = requested.json()["pipeline_id"]
+            ten_step3 = time.perf_counter() - began
             started = alice.post(f"/v1/pipelines/{pipeline_id}/start").json()
             ten = time.perf_counter() - began
             assert all(s["status"] == "running" for s in started["stages"]), json.dumps(started)
             alice.post(f"/v1/pipelines/{pipeline_id}/stop")
             print(f"warm single stage       {single * 1000:8.0f} ms")
-            print(f"10 stages on 5 BMs      {ten * 1000:8.0f} ms  ({ten / single:.1f}x a single stage)")
+            print(f"10 stages on 5 BMs      {ten * 1000:8.0f} ms  ({ten / single:.1f}x a single stage; "
+                  f"step 3 {ten_step3 * 1000:.0f} ms, steps 4-6 {(ten - ten_step3) * 1000:.0f} ms)")
+            slowest = max(started["stages"], key=lambda s: s["seconds"])
+            print(f"  slowest stage steps 4-6 {slowest['seconds'] * 1000:.0f} ms: "
+                  + ", ".join(f"{k} {v * 1000:.0f}" for k, v in slowest["timings"].items()))
         finally:
             lab.close()
 
