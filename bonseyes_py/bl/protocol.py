@@ -87,6 +87,8 @@ def _post(url: str, path: str, body: dict[str, Any], *, role: Any, name: str | N
         try:
             connection.connect()
             der = connection.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+            if not der:
+                raise ProtocolError("peer", f"{what} at {url} presented no certificate")
             try:
                 identity = verify_certificate(load_der_certificate(der), _trust(), roles=[role])
             except BonseyesError as exc:
