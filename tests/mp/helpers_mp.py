@@ -34,10 +34,35 @@ PY_PAYLOAD = ("import os, sys; print('cwd=' + os.getcwd(), 'uid=%d' % os.getuid(
               "'args=' + ','.join(sys.argv[1:]))")
 
 
-def image_state(client: docker.DockerClient) -> tuple[set[str], set[str]]:
-    """Every image ID (intermediates included) and every tag of the engine."""
+def image_state(client: docker.DockerClient, registry_address: str, *sources: str) -> tuple[set[str], set[str]]:
+    """The images and tags a registration of ``sources`` into ``registry_address`` could leave behind.
+
+    That is: the source images and every image built on them (build intermediates included, found
+    through their parent links), with their tags, plus every tag under the registry's address.
+    Scoped this way because other suites share the engine and build their own images meanwhile.
+    """
     images = client.images.list(all=True)
-    return {image.id for image in images}, {tag for image in images for tag in image.tags}
+    parent = {image.id: image.attrs.get("ParentId") or image.attrs.get("Parent") or "" for image in images}
+    roots = set()
+    for source in sources:
+        try:
+            roots.add(client.images.get(source).id)
+        except docker.errors.ImageNotFound:
+            continue
+
+    def descends(image_id: str) -> bool:
+        seen = set()
+        while image_id and image_id not in seen:
+            if image_id in roots:
+                return True
+            seen.add(image_id)
+            image_id = parent.get(image_id, "")
+        return False
+
+    mine = {image.id for image in images if descends(image.id)}
+    tags = {tag for image in images for tag in image.tags
+            if image.id in mine or tag.startswith(f"{registry_address}/")}
+    return mine, tags
 
 
 def save(client: docker.DockerClient, reference: str, path: Path) -> Path:
@@ -56,6 +81,11 @@ def import_rootfs(client: docker.DockerClient, files: dict[str, tuple[bytes, int
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(content), mode
             tar.addfile(info, io.BytesIO(content))
+    try:
+        client.images.get(tag)
+        return tag  # imported by an earlier run; a re-import would leave the old image dangling
+    except docker.errors.ImageNotFound:
+        pass
     client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1],
                                       changes=changes)
     return tag

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +37,8 @@ def assert_refused(docker_client: docker.DockerClient, registry: RegistryProcess
     def check(marketplace: Marketplace, error: type[BonseyesError], expected_check: str, source: str | Path, *,
               name: str = "refused", caller: str = "alice", role: Role = Role.USER,
               **kwargs: object) -> BonseyesError:
-        before = image_state(docker_client)
+        sources = [source] if isinstance(source, str) else []
+        before = image_state(docker_client, marketplace.registry_address, *sources)
         rows = marketplace.catalogue.count()
         identity = marketplace.signer.ca.identity(role, caller)  # type: ignore[attr-defined]
         with pytest.raises(error) as info:
@@ -44,7 +46,7 @@ def assert_refused(docker_client: docker.DockerClient, registry: RegistryProcess
         assert info.value.check == expected_check, str(info.value)
         assert marketplace.catalogue.count() == rows
         assert marketplace.registry.tags(repository_for(name)) == []
-        assert image_state(docker_client) == before
+        assert image_state(docker_client, marketplace.registry_address, *sources) == before
         return info.value
 
     return check
@@ -84,7 +86,7 @@ def test_image_without_entrypoint_or_command(marketplace: Marketplace, docker_cl
 def test_name_taken_by_another_owner(marketplace: Marketplace, ca: CertificateAuthority, shell_image: str,
                                      docker_client: docker.DockerClient) -> None:
     first = marketplace.register(shell_image, caller=ca.identity(Role.USER, "alice"), name="taken")
-    before = image_state(docker_client)
+    before = image_state(docker_client, marketplace.registry_address, shell_image)
     with pytest.raises(RegistrationError) as info:
         marketplace.register(shell_image, caller=ca.identity(Role.USER, "bob"), name="taken")
     assert info.value.check == "name-taken"
@@ -92,7 +94,7 @@ def test_name_taken_by_another_owner(marketplace: Marketplace, ca: CertificateAu
     # Alice's artefact is untouched: same row, same manifest behind the tag.
     assert marketplace.catalogue.list() == [first]
     assert marketplace.registry.manifest_digest(first.repository, "registered") == first.digest
-    assert image_state(docker_client) == before
+    assert image_state(docker_client, marketplace.registry_address, shell_image) == before
 
 
 def test_unauthorized_caller(marketplace: Marketplace, assert_refused: Callable[..., BonseyesError],
@@ -121,7 +123,7 @@ def test_vetting_refusals(rule: str, dockerfile_tail: str, expected_check: str, 
                           assert_refused: Callable[..., BonseyesError]) -> None:
     rules = {"default": VettingRules(), "small": VettingRules(max_size_bytes=10_000_000),
              "labels": VettingRules(required_labels=("org.opencontainers.image.source",))}[rule]
-    tag = f"bonseyes-test/vetting-{expected_check}-{abs(hash(dockerfile_tail)) % 10**6}:1"
+    tag = f"bonseyes-test/vetting-{expected_check}-{hashlib.sha256(dockerfile_tail.encode()).hexdigest()[:8]}:1"
     image = build(docker_client, f'FROM {MINBASE}\n{dockerfile_tail}CMD ["/bin/true"]\n', tag)
     error = assert_refused(make_marketplace(rules), VettingError, expected_check, image)
     assert message in str(error)
@@ -179,7 +181,7 @@ def test_registry_killed_during_push(make_marketplace: Callable[..., Marketplace
                                      docker_client: docker.DockerClient, ca: CertificateAuthority,
                                      python_image: str) -> None:
     marketplace = make_marketplace(registry_process=doomed_registry)
-    before = image_state(docker_client)
+    before = image_state(docker_client, marketplace.registry_address, python_image)
     events: list[str] = []
 
     def kill_on_first_upload(stage: str, detail: dict[str, object]) -> None:
@@ -193,7 +195,7 @@ def test_registry_killed_during_push(make_marketplace: Callable[..., Marketplace
     assert info.value.check == "push"
     assert "build" in events
     assert marketplace.catalogue.count() == 0
-    assert image_state(docker_client) == before
+    assert image_state(docker_client, marketplace.registry_address, python_image) == before
     # The registry comes back on the same storage: the push left no tag and no manifest.
     restarted = RegistryProcess(doomed_registry.directory, port=doomed_registry.port).start()
     try:
@@ -216,7 +218,7 @@ def test_signing_failure_after_push_deletes_the_manifest(make_marketplace: Calla
         raise RegistrationError("SM unavailable", check="signing")
 
     marketplace.signer.sign_image_id = failing_image_id  # type: ignore[method-assign]
-    before = image_state(docker_client)
+    before = image_state(docker_client, marketplace.registry_address, shell_image)
     with pytest.raises(RegistrationError) as info:
         marketplace.register(shell_image, caller=ca.identity(Role.USER, "alice"), name="unsigned")
     assert info.value.check == "signing"
@@ -225,7 +227,7 @@ def test_signing_failure_after_push_deletes_the_manifest(make_marketplace: Calla
     assert marketplace.registry.manifest_digest(repository, pushed[0]) is None
     assert marketplace.registry.tags(repository) == []
     assert marketplace.catalogue.count() == 0
-    assert image_state(docker_client) == before
+    assert image_state(docker_client, marketplace.registry_address, shell_image) == before
 
 
 def test_forbidden_paths_protect_bl_mount_point() -> None:

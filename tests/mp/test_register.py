@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -40,7 +40,7 @@ def pull(client: docker.DockerClient, registry: RegistryProcess, artefact: Artef
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory, ca: CertificateAuthority, registry: RegistryProcess,
                docker_client: docker.DockerClient, bl_dir: Path, python_image: str, shell_image: str
-               ) -> dict[str, Artefact]:
+               ) -> Iterator[dict[str, Artefact]]:
     """The two good registrations: Python payload from a docker save archive, shell payload from the engine."""
     from bonseyes_py.mp.catalogue import Catalogue
     from bonseyes_py.mp.signing import LocalArtefactSigner
@@ -61,7 +61,9 @@ def registered(tmp_path_factory: pytest.TempPathFactory, ca: CertificateAuthorit
     assert {"vet", "build", "push", "sign", "done"} <= set(stages)
     for artefact in result.values():
         pull(docker_client, registry, artefact)
-    return result
+    yield result
+    for artefact in result.values():  # the pulled copies, as a BM would remove them
+        docker_client.images.remove(artefact.reference, force=True)
 
 
 def test_registration_records_signed_ids(registered: dict[str, Artefact], ca: CertificateAuthority,
@@ -152,9 +154,9 @@ def test_bl_refuses_a_licence_from_a_foreign_sm(registered: dict[str, Artefact],
 
 def test_registration_leaves_no_local_images(marketplace: Marketplace, docker_client: docker.DockerClient,
                                              ca: CertificateAuthority, shell_image: str) -> None:
-    before = image_state(docker_client)
+    before = image_state(docker_client, marketplace.registry_address, shell_image)
     marketplace.register(shell_image, caller=ca.identity(Role.USER, "carol"), name="clean-after")
-    assert image_state(docker_client) == before
+    assert image_state(docker_client, marketplace.registry_address, shell_image) == before
 
 
 def test_list_and_show(marketplace: Marketplace, ca: CertificateAuthority, shell_image: str) -> None:
