@@ -186,4 +186,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
     from bonseyes_py.sm.pipeline_runtime import register_pipeline_runtime
 
     register_pipeline_runtime(app, sm, auth)
+    from bonseyes_py.sm.artefact_signing import register_artefact_signing  # the MP's two-phase IDs
+
+    register_artefact_signing(app, sm, auth)
     return app
