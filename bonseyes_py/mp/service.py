@@ -89,6 +89,7 @@ class _Undo:
     client: docker.DockerClient
     images: list[str] = field(default_factory=list)  # tags or IDs, removed last-first
     manifest: tuple[RegistryClient, str, str] | None = None
+    reservation: tuple[ArtefactSigner, str] | None = None  # the SM's reservation of the name
 
     def remove_local(self) -> list[str]:
         problems = []
@@ -107,6 +108,14 @@ class _Undo:
             registry, repository, digest = self.manifest
             registry.delete_manifest(repository, digest)
             self.manifest = None
+
+    def release_reservation(self) -> None:
+        if self.reservation is not None:
+            signer, name = self.reservation
+            release = getattr(signer, "release_artefact_id", None)  # signers written before the SM phase lack it
+            if release is not None:
+                release(name)
+            self.reservation = None
 
 
 class Marketplace:
@@ -166,6 +175,11 @@ class Marketplace:
                 undo.remove_manifest()
             except BonseyesError as cleanup:
                 exc.add_note(f"cleanup: could not delete the pushed manifest: {cleanup}")
+            if not (isinstance(exc, RegistrationError) and exc.check == "name-taken"):
+                try:
+                    undo.release_reservation()
+                except BonseyesError as cleanup:
+                    exc.add_note(f"cleanup: could not release the SM's reservation: {cleanup}")
             raise
         finally:
             problems = undo.remove_local()
@@ -190,6 +204,7 @@ class Marketplace:
             self.docker.api.tag(base, staging, "base")
             undo.images.append(f"{staging}:base")
             artefact_id = self.signer.sign_artefact_id(name, caller.name)
+            undo.reservation = (self.signer, name)
             original = original_settings(image.container_config)
             repository = repository_for(name)
             published = f"{self.registry_address}/{repository}"
@@ -230,6 +245,7 @@ class Marketplace:
         self.catalogue.add(artefact)
         timings.add("sign", started)
         undo.manifest = None  # committed: the manifest now belongs to the catalogue row
+        undo.reservation = None
         progress("done", {"reference": artefact.reference})
         return artefact
 

@@ -32,6 +32,9 @@ class ArtefactSigner(Protocol):
     def sm_certificates(self) -> list[x509.Certificate]:
         """SM root then intermediate: what is baked into each image for BL to verify licences."""
 
+    def release_artefact_id(self, name: str) -> None:
+        """Undo ``sign_artefact_id`` (and ``sign_image_id``) after a failed registration."""
+
 
 class LocalArtefactSigner:
     """Signs with the SM's licence-signer key in-process, through the core's ID functions."""
@@ -49,66 +52,96 @@ class LocalArtefactSigner:
     def sm_certificates(self) -> list[x509.Certificate]:
         return [self.ca.root, self.ca.intermediate]
 
+    def release_artefact_id(self, name: str) -> None:
+        """Nothing to undo: the in-process signer records no reservation."""
+
 
 class HttpsArtefactSigner:
-    """Asks the SM over mutual TLS, as the marketplace identity, to sign IDs.
+    """Asks a running SM over mutual TLS, as the marketplace identity, to sign IDs.
 
-    NOT YET WIRED to the SM service: the SM's ``POST /v1/artefacts`` signs the artefact ID and the
-    image ID together from a digest, but the artefact ID must be baked into the image *before*
-    the digest exists. This client assumes two separate marketplace-only endpoints
-    (``POST /v1/artefact-ids`` -> ``{"token"}``, ``POST /v1/image-ids`` -> ``{"token"}``,
-    ``GET /v1/ca/chain``) and is untested until the SM exposes them.
-    Each returned token is verified against the SM root the MP was configured with, so a
-    misbehaving endpoint cannot make the MP bake an unsigned ID into an image.
+    Two phases (``bonseyes_py/sm/artefact_signing.py``): ``POST /v1/artefact-ids`` signs the
+    artefact ID and reserves the name before the image is built; ``POST /v1/artefacts/<name>/images``
+    signs the image ID once the digest exists; ``DELETE /v1/artefact-ids/<name>`` releases the
+    reservation when the registration fails. Each returned token is verified against the SM root
+    the MP was configured with, so a misbehaving endpoint cannot make the MP bake an unsigned ID
+    into an image. ``cert=`` and ``verify=`` go with every request because ``REQUESTS_CA_BUNDLE``
+    in the environment would override a session's ``verify``.
     """
 
-    def __init__(self, sm_url: str, *, client_certificate: Path, client_key: Path, sm_root: Path,
+    def __init__(self, sm_url: str, *, client_certificate: Path | str, client_key: Path | str, sm_root: Path | str,
                  timeout: float = 30.0) -> None:
         self.sm_url = sm_url.rstrip("/")
         self.session = requests.Session()
-        self.session.cert = (str(client_certificate), str(client_key))
-        self.session.verify = str(sm_root)
+        self.cert = (str(client_certificate), str(client_key))
+        self.verify = str(sm_root)
         self.timeout = timeout
         self._root = load_certificate_chain(Path(sm_root).read_bytes())[0]
+        self._chain: list[x509.Certificate] | None = None
 
-    def _post(self, path: str, body: dict[str, str]) -> str:
+    def request(self, method: str, path: str, body: dict[str, str] | None = None) -> requests.Response:
         try:
-            response = self.session.post(f"{self.sm_url}{path}", json=body, timeout=self.timeout)
+            return self.session.request(method, f"{self.sm_url}{path}", json=body, cert=self.cert,
+                                        verify=self.verify, timeout=self.timeout)
         except requests.RequestException as exc:
             raise RegistrationError(f"SM at {self.sm_url} unreachable: {exc}", check="signing") from exc
-        if response.status_code != 200:
-            raise RegistrationError(f"SM refused {path}: {response.status_code} {response.text[:200]}",
-                                    check="signing")
-        token = response.json().get("token")
+
+    def _post(self, path: str, body: dict[str, str], field: str) -> str:
+        response = self.request("POST", path, body)
+        if response.status_code != 201:
+            raise _refusal(path, response)
+        token = response.json().get(field)
         if not isinstance(token, str):
-            raise RegistrationError(f"SM reply to {path} carries no token", check="signing")
+            raise RegistrationError(f"SM reply to {path} carries no {field}", check="signing")
         return token
 
     def _trust(self) -> TrustStore:
         return TrustStore(root=self._root, intermediates=self.sm_certificates()[1:])
 
     def sign_artefact_id(self, name: str, owner: str) -> str:
-        token = self._post("/v1/artefact-ids", {"name": name, "owner": owner})
+        token = self._post("/v1/artefact-ids", {"name": name, "owner": owner}, "token")
         try:
-            ids.verify_artefact_id(token, self._trust(), expect_name=name)
+            claims = ids.verify_artefact_id(token, self._trust(), expect_name=name)
         except BonseyesError as exc:
             raise RegistrationError(f"SM returned an invalid artefact ID: {exc}", check="signing") from exc
+        if claims.get("owner") != owner:
+            raise RegistrationError(f"SM signed artefact {name} for {claims.get('owner')}, not {owner}",
+                                    check="signing")
         return token
 
     def sign_image_id(self, digest: str, name: str) -> str:
-        token = self._post("/v1/image-ids", {"digest": digest, "artefact": name})
+        token = self._post(f"/v1/artefacts/{name}/images", {"digest": digest}, "image_id_token")
         try:
             ids.verify_image_id(token, self._trust(), expect_digest=digest, expect_artefact=name)
         except BonseyesError as exc:
             raise RegistrationError(f"SM returned an invalid image ID: {exc}", check="signing") from exc
         return token
 
+    def release_artefact_id(self, name: str) -> None:
+        """Drop the SM's reservation (and image ID) of a registration that failed; absent is fine."""
+        response = self.request("DELETE", f"/v1/artefact-ids/{name}")
+        if response.status_code not in (200, 404):
+            raise _refusal(f"/v1/artefact-ids/{name}", response)
+
     def sm_certificates(self) -> list[x509.Certificate]:
-        try:
-            response = self.session.get(f"{self.sm_url}/v1/ca/chain", timeout=self.timeout)
-            response.raise_for_status()
-        except requests.RequestException as exc:
-            raise RegistrationError(f"cannot fetch the SM chain: {exc}", check="signing") from exc
-        certificates = load_certificate_chain(response.content)
-        intermediates = [c for c in certificates if c.subject != c.issuer]
-        return [self._root, *intermediates]
+        if self._chain is None:
+            response = self.request("GET", "/v1/ca/chain")
+            if response.status_code != 200:
+                raise _refusal("/v1/ca/chain", response)
+            certificates = load_certificate_chain(response.content)
+            intermediates = [c for c in certificates if c.subject != c.issuer]
+            if not intermediates:
+                raise RegistrationError("the SM chain holds no intermediate", check="signing")
+            self._chain = [self._root, *intermediates]
+        return self._chain
+
+
+def _refusal(path: str, response: requests.Response) -> RegistrationError:
+    """The SM's refusal as a registration error that keeps the SM's check (``name-taken``, ``revoked``...)."""
+    try:
+        body = response.json()
+        check, message = str(body["error"]), str(body.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        check, message = "signing", response.text[:200]
+    if check not in ("name-taken", "artefact-exists", "revoked", "not-found"):
+        check = "signing"
+    return RegistrationError(f"SM refused {path} ({response.status_code}): {message}", check=check)
