@@ -129,6 +129,7 @@ def build_entities(
                     "requires_gpu": artefact.requires_gpu,
                     "max_instances": artefact.max_instances,
                     "allowed_premises": [_premise_ref(name) for name in artefact.allowed_premises],
+                    "allowed_hosts": [{"__entity": _uid("Host", name)} for name in artefact.allowed_hosts],
                     "not_before": artefact.not_before,
                     "not_after": artefact.not_after,
                 },

@@ -49,6 +49,7 @@ class ArtefactAttributes:
     requires_gpu: bool = False
     max_instances: int = 0  # 0 = unlimited
     allowed_premises: tuple[str, ...] = ()  # empty = any premise
+    allowed_hosts: tuple[str, ...] = ()  # host_ids; empty = any host
     not_before: int = 0  # epoch seconds; 0 = no bound
     not_after: int = 0  # epoch seconds; 0 = no bound
 

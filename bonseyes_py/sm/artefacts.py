@@ -4,7 +4,7 @@ The Marketplace (role ``marketplace``) registers an artefact once it has vetted 
 added BL: the SM signs the human-readable artefact ID (bound to its owner) and the image ID (the
 OCI manifest digest of the final image, bound to the artefact). Both tokens are stored and
 returned; the Marketplace bakes them into the image. The artefact's licence terms (GPU, instance
-limit, allowed premises, time window, licence lifetime) are attributes the policy reads.
+limit, allowed premises and hosts, time window, licence lifetime) are attributes the policy reads.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from bonseyes_py.sm.core import Forbidden, SMCore, check_int, check_str_list, fo
 from bonseyes_py.sm.models import Artefact, Image, User
 from bonseyes_py.web.errors import ConflictError
 
-TERM_NAMES = ("requires_gpu", "max_instances", "allowed_premises", "not_before", "not_after", "licence_seconds")
+TERM_NAMES = ("requires_gpu", "max_instances", "allowed_premises", "allowed_hosts", "not_before", "not_after",
+              "licence_seconds")
 
 
 def check_terms(terms: Any) -> dict[str, Any]:
@@ -41,6 +42,9 @@ def check_terms(terms: Any) -> dict[str, Any]:
     if "allowed_premises" in terms:
         checked["allowed_premises"] = [check_name(p, "premise") for p in
                                        check_str_list(terms["allowed_premises"], "allowed premises", limit=100)]
+    if "allowed_hosts" in terms:
+        checked["allowed_hosts"] = [check_name(h, "host ID") for h in
+                                    check_str_list(terms["allowed_hosts"], "allowed hosts", limit=1000)]
     if checked.get("not_before") and checked.get("not_after") and checked["not_after"] <= checked["not_before"]:
         raise InputError("not_after must be later than not_before", check="terms")
     return checked
@@ -49,7 +53,8 @@ def check_terms(terms: Any) -> dict[str, Any]:
 def artefact_attributes(artefact: Artefact) -> ArtefactAttributes:
     return ArtefactAttributes(artefact_id=artefact.artefact_id, owner=artefact.owner,
                               requires_gpu=artefact.requires_gpu, max_instances=artefact.max_instances,
-                              allowed_premises=tuple(artefact.allowed_premises), not_before=artefact.not_before,
+                              allowed_premises=tuple(artefact.allowed_premises),
+                              allowed_hosts=tuple(artefact.allowed_hosts or ()), not_before=artefact.not_before,
                               not_after=artefact.not_after)
 
 
@@ -84,7 +89,8 @@ class ArtefactOperations(SMCore):
             artefact = Artefact(artefact_id=artefact_id, owner=owner, artefact_id_token=artefact_token,
                                 revoked=False, created_by=actor.uri, created_at=self.now(),
                                 **{"requires_gpu": False, "max_instances": 0, "allowed_premises": [],
-                                   "not_before": 0, "not_after": 0, "licence_seconds": 0, **checked})
+                                   "allowed_hosts": [], "not_before": 0, "not_after": 0, "licence_seconds": 0,
+                                   **checked})
             session.add(artefact)
             session.flush()
             image = Image(digest=digest, artefact_id=artefact_id, image_id_token=image_token, created_at=self.now())

@@ -18,9 +18,9 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from bonseyes_py.sm.models import AuditEntry, AuditHead
@@ -44,24 +44,43 @@ def as_dict(entry: AuditEntry) -> dict[str, Any]:
             "details": entry.details, "prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash}
 
 
-def lock_chain(session: Session) -> AuditHead:
-    """Lock the chain head for the rest of the transaction (a no-op lock on SQLite, which is serialised)."""
-    return session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+_HEAD = cast(Table, AuditHead.__table__)
+_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_ENTRY = insert(cast(Table, AuditEntry.__table__))
+_UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
 
-def append(session: Session, *, actor: str, action: str, subject: str, outcome: str = "ok",
-           policy_revision: str | None = None, details: dict[str, Any] | None = None) -> AuditEntry:
-    """Append one entry in the caller's transaction (locks the chain head until it commits)."""
+def _connection(session: Session | Connection) -> Connection:
+    return session.connection() if isinstance(session, Session) else session
+
+
+def lock_chain(session: Session | Connection) -> Any:
+    """Lock the chain head for the rest of the transaction (a no-op lock on SQLite, which is serialised).
+
+    Returns the head row (``seq``, ``entry_hash``).
+    """
+    return _connection(session).execute(_LOCK_HEAD).one()
+
+
+def append(session: Session | Connection, *, actor: str, action: str, subject: str, outcome: str = "ok",
+           policy_revision: str | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Append one entry in the caller's transaction (locks the chain head until it commits).
+
+    Written with Core statements on the session's connection: every write of the SM appends here,
+    so the ORM's per-object bookkeeping would be paid on every request. Pending ORM objects of the
+    session are flushed first, so entries land in the order the changes they record were made.
+    """
+    if isinstance(session, Session):
+        session.flush()
     head = lock_chain(session)
     record = {"seq": head.seq + 1, "at_ms": int(time.time() * 1000), "actor": actor, "action": action,
               "subject": subject, "outcome": outcome, "policy_revision": policy_revision,
               "details": json.loads(json.dumps(details or {}, sort_keys=True)), "prev_hash": head.entry_hash}
     digest = entry_digest(record)
-    entry = AuditEntry(**record, entry_hash=digest)
-    session.add(entry)
-    head.seq = record["seq"]
-    head.entry_hash = digest
-    return entry
+    connection = _connection(session)
+    connection.execute(_INSERT_ENTRY, {**record, "entry_hash": digest})
+    connection.execute(_UPDATE_HEAD, {"seq": record["seq"], "entry_hash": digest})
+    return {**record, "entry_hash": digest}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ class SMConfig:
     bm_port: int = 8444
     bm_timeout_seconds: float = 10.0
     max_body_bytes: int = 256 * 1024
+    # NORMAL (WAL): survives kill -9; FULL: also survives a power cut, at an fsync per commit (see db.py).
+    sqlite_synchronous: str = "NORMAL"
+    # Heartbeats of an available host are batched in memory and written every this many seconds.
+    heartbeat_flush_seconds: float = 1.0
     pidfile: str | None = None
     accesslog: str | None = None
     loglevel: str = "warning"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bonseyes_py.errors import BonseyesError, InputError
@@ -82,12 +82,18 @@ class SMCore:
 
     def __init__(self, config: SMConfig, ca: CertificateAuthority, engine: Engine,
                  bm_client: BonseyesModuleClient | None = None, clock: Clock = time.time) -> None:
-        from bonseyes_py.sm.db import session_factory
+        from bonseyes_py.sm.db import WriteLock, is_sqlite, make_engine, session_factory
 
         self.config = config
         self.ca = ca
         self.engine = engine
         self.sessions: sessionmaker[Session] = session_factory(engine)
+        url = engine.url.render_as_string(hide_password=False)
+        # SQLite: reads get their own engine with deferred BEGIN, so they never queue behind writers.
+        self.read_engine = (make_engine(url, synchronous=config.sqlite_synchronous, immediate=False)
+                            if is_sqlite(url) else engine)
+        self.read_sessions: sessionmaker[Session] = session_factory(self.read_engine)
+        self.write_lock = WriteLock(url)
         self.bm_client = bm_client
         self.clock = clock
         self.issuer = LicenceIssuer(ca)
@@ -95,16 +101,37 @@ class SMCore:
         self.box = DataBox(config.data_key.read_bytes())
         self._trust_lock = threading.Lock()
         self._trust: tuple[tuple[int, int], TrustStore] | None = None
+        # Heartbeats of hosts already available, waiting for the next batched write: {host_id: seen at}.
+        self._pending_heartbeats: dict[str, float] = {}
+        self._heartbeat_lock = threading.Lock()
+        self._heartbeat_flusher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # -- transactions and audit -------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One unit of work; commits on success (before the caller answers anybody)."""
-        with self.sessions.begin() as session:
+        """One unit of work; commits on success (before the caller answers anybody).
+
+        Write transactions of this SM queue on ``write_lock`` (see ``db.py``): on SQLite they would
+        otherwise poll for SQLite's write lock with sleeps of up to 100 ms.
+        """
+        with self.write_lock, self.sessions.begin() as session:
             yield session
 
-    def audit(self, session: Session, actor: Identity | str, action: str, subject: str, *,
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """Like ``transaction``, on a Core connection, for hot paths that need no ORM objects."""
+        with self.write_lock, self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only snapshot that neither takes nor waits for the write lock."""
+        with self.read_sessions.begin() as session:
+            yield session
+
+    def audit(self, session: Session | Connection, actor: Identity | str, action: str, subject: str, *,
               outcome: str = "ok", policy_revision: str | None = None, **details: Any) -> None:
         actor_uri = actor.uri if isinstance(actor, Identity) else actor
         audit.append(session, actor=actor_uri, action=action, subject=subject, outcome=outcome,
@@ -118,7 +145,17 @@ class SMCore:
     # -- trust ------------------------------------------------------------------------------------
 
     def trust_store(self) -> TrustStore:
-        """Root, intermediate and the current CRL, reloaded when the CRL file changes."""
+        """Root, intermediate and the current CRL, reloaded when the CRL file changes.
+
+        A CRL past half of its validity is re-signed first (``refresh_stale_crl``), so the published
+        CRL never reaches its nextUpdate while the SM is serving: every request passes here.
+        """
+        store = self._load_trust_store()
+        if self.refresh_stale_crl(store):
+            store = self._load_trust_store()
+        return store
+
+    def _load_trust_store(self) -> TrustStore:
         path = self.ca.paths.crl
         stat = path.stat()
         version = (stat.st_mtime_ns, stat.st_size)
@@ -129,6 +166,10 @@ class SMCore:
             store = self.ca.trust_store(with_crl=True, require_crl=True)
             self._trust = (version, store)
             return store
+
+    def refresh_stale_crl(self, store: TrustStore) -> bool:
+        """Re-sign the CRL if it is stale; True when it did (implemented by the revocation operations)."""
+        return False
 
     def identity(self, role: Role, name: str) -> Identity:
         return self.ca.identity(role, name)

@@ -12,9 +12,11 @@ the TLS peer address of its last heartbeat, never a value it claims.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, or_, select, update
 
 from bonseyes_py.errors import InputError
 from bonseyes_py.identity.hardware import host_name_for
@@ -26,8 +28,19 @@ from bonseyes_py.sm.models import Host, Premise, PremiseHost, User
 from bonseyes_py.sm.users import record_certificate
 from bonseyes_py.web.errors import ConflictError, NotFoundError
 
+log = logging.getLogger(__name__)
 
-def host_available(host: Host, now: float, ttl: float) -> bool:
+
+_HOSTS = cast(Table, Host.__table__)
+_HOST_STATE = select(_HOSTS.c.host_id, _HOSTS.c.revoked, _HOSTS.c.ip, _HOSTS.c.bm_port, _HOSTS.c.last_seen,
+                     _HOSTS.c.online_since).where(_HOSTS.c.host_id == bindparam("host_id"))
+# Never moves last_seen backwards, and never revives a host revoked since its heartbeat was queued.
+_TOUCH_HOST = (update(_HOSTS).where(_HOSTS.c.host_id == bindparam("touched_host"), _HOSTS.c.revoked.is_(False),
+                                    or_(_HOSTS.c.last_seen.is_(None), _HOSTS.c.last_seen < bindparam("seen")))
+               .values(last_seen=bindparam("seen")))
+
+
+def host_available(host: Any, now: float, ttl: float) -> bool:
     return bool(not host.revoked and host.last_seen is not None and now - host.last_seen <= ttl)
 
 
@@ -91,16 +104,36 @@ class HostOperations(SMCore):
         return sorted(session.execute(select(PremiseHost.premise).where(PremiseHost.host_id == host_id)).scalars())
 
     def heartbeat(self, actor: Identity, peer_ip: str, *, bm_port: int | None = None) -> dict[str, Any]:
-        """Step 2: the BM shows up over mTLS; the SM records its address and marks it available."""
+        """Step 2: the BM shows up over mTLS; the SM records its address and marks it available.
+
+        A host that is not available yet, moved, changed its BM port, or whose stored ``last_seen``
+        is older than half the TTL is written synchronously (so "online" is true in the database
+        before the BM hears it). Otherwise the heartbeat only refreshes a host the database already
+        shows available for at least half a TTL more: it is kept in memory and written with the
+        others in one transaction every ``heartbeat_flush_seconds``. Revocation is checked on every
+        heartbeat, against the database.
+        """
         if bm_port is not None:
             check_int(bm_port, "bm port", minimum=1, maximum=65535)
         now = self.now()
+        ttl = self.config.heartbeat_ttl_seconds
+        with self.read_engine.connect() as connection:
+            state = connection.execute(_HOST_STATE, {"host_id": actor.name}).one_or_none()
+            connection.rollback()
+        host_state = found(state, "host", actor.name)
+        require(not host_state.revoked, Forbidden(f"host {host_state.host_id} is revoked", check="revoked"))
+        if (host_available(host_state, now, ttl) and host_state.ip == peer_ip
+                and (bm_port is None or bm_port == host_state.bm_port) and now - host_state.last_seen <= ttl / 2):
+            self._queue_heartbeat(host_state.host_id, now)
+            return {"host_id": host_state.host_id, "available": True, "ip": peer_ip,
+                    "bm_port": host_state.bm_port or self.config.bm_port, "online_since": host_state.online_since,
+                    "ttl_seconds": ttl}
         with self.transaction() as session:
             host = found(session.get(Host, actor.name), "host", actor.name)
             require(not host.revoked, Forbidden(f"host {host.host_id} is revoked", check="revoked"))
-            was_available = host_available(host, now, self.config.heartbeat_ttl_seconds)
+            was_available = host_available(host, now, ttl)
             moved = host.ip != peer_ip
-            host.last_seen = now
+            host.last_seen = max(now, host.last_seen or now)
             host.ip = peer_ip
             if bm_port is not None:
                 host.bm_port = bm_port
@@ -109,7 +142,38 @@ class HostOperations(SMCore):
                 self.audit(session, actor, "host-online", actor.uri, ip=peer_ip, bm_port=host.bm_port)
             return {"host_id": host.host_id, "available": True, "ip": peer_ip,
                     "bm_port": host.bm_port or self.config.bm_port, "online_since": host.online_since,
-                    "ttl_seconds": self.config.heartbeat_ttl_seconds}
+                    "ttl_seconds": ttl}
+
+    def _queue_heartbeat(self, host_id: str, seen: float) -> None:
+        with self._heartbeat_lock:
+            self._pending_heartbeats[host_id] = max(seen, self._pending_heartbeats.get(host_id, 0.0))
+            if self._heartbeat_flusher is None or not self._heartbeat_flusher.is_alive():
+                self._heartbeat_flusher = threading.Thread(target=self._flush_heartbeats_forever,
+                                                           name="sm-heartbeat-flush", daemon=True)
+                self._heartbeat_flusher.start()
+
+    def _flush_heartbeats_forever(self) -> None:
+        while not self._closing.wait(self.config.heartbeat_flush_seconds):
+            try:
+                self.flush_heartbeats()
+            except Exception:
+                log.exception("could not write batched heartbeats; retrying")
+
+    def flush_heartbeats(self) -> int:
+        """Write the queued heartbeats in one transaction; returns how many hosts were updated."""
+        with self._heartbeat_lock:
+            pending, self._pending_heartbeats = self._pending_heartbeats, {}
+        if not pending:
+            return 0
+        try:
+            with self.write_connection() as connection:
+                connection.execute(_TOUCH_HOST, [{"touched_host": h, "seen": t} for h, t in pending.items()])
+        except Exception:
+            with self._heartbeat_lock:
+                for host_id, seen in pending.items():
+                    self._pending_heartbeats[host_id] = max(seen, self._pending_heartbeats.get(host_id, 0.0))
+            raise
+        return len(pending)
 
     def get_host(self, actor: Identity, host_id: str) -> dict[str, Any]:
         with self.transaction() as session:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bonseyes_py.errors import InputError, LicenceError
 from bonseyes_py.identity.ids import RuntimeID, check_digest, check_nonce
@@ -35,16 +36,70 @@ from bonseyes_py.licences import Expectations, LicenceKind, certificate_thumbpri
 from bonseyes_py.pki.certs import certificate_pem, chain_pem
 from bonseyes_py.pki.keys import private_key_pem
 from bonseyes_py.pki.roles import Identity, Role, check_name
-from bonseyes_py.policy import Action, Decision, RequestContext
+from bonseyes_py.policy import Action, Decision, HostAttributes, PremiseAttributes, RequestContext
 from bonseyes_py.sm.artefacts import artefact_attributes
 from bonseyes_py.sm.attributes import host_attributes, user_attributes
 from bonseyes_py.sm.core import Forbidden, SMCore, found, require
 from bonseyes_py.sm.hosts import host_available
-from bonseyes_py.sm.models import Artefact, Host, Image, Licence, Pipeline, PipelineStage, Premise, User
+from bonseyes_py.sm.models import (
+    Artefact,
+    Certificate,
+    Host,
+    Image,
+    Licence,
+    Pipeline,
+    PipelineStage,
+    Premise,
+    PremiseHost,
+    PremiseUser,
+    User,
+)
 from bonseyes_py.sm.pipelines import _Denied, denial
 from bonseyes_py.sm.premises import premise_attributes
-from bonseyes_py.sm.users import record_certificate
 from bonseyes_py.web.errors import ConflictError, NotFoundError
+
+ARTEFACTS = cast(Table, Artefact.__table__)
+HOSTS = cast(Table, Host.__table__)
+USERS = cast(Table, User.__table__)
+IMAGES = cast(Table, Image.__table__)
+PIPELINES = cast(Table, Pipeline.__table__)
+STAGES = cast(Table, PipelineStage.__table__)
+PREMISES = cast(Table, Premise.__table__)
+PREMISE_USERS = cast(Table, PremiseUser.__table__)
+PREMISE_HOSTS = cast(Table, PremiseHost.__table__)
+LICENCES = cast(Table, Licence.__table__)
+CERTIFICATES = cast(Table, Certificate.__table__)
+
+# The host-licence path runs these on every request: built once, they skip SQLAlchemy's statement
+# construction and cache-key work (about half of the cost of a small query).
+_ARTEFACT_FOR_UPDATE = select(ARTEFACTS).where(ARTEFACTS.c.artefact_id == bindparam("artefact_id")).with_for_update()
+_HOST = select(HOSTS).where(HOSTS.c.host_id == bindparam("host_id"))
+_USER = select(USERS).where(USERS.c.user_id == bindparam("user_id"))
+_IMAGE_ARTEFACT = select(IMAGES.c.artefact_id).where(IMAGES.c.digest == bindparam("digest"))
+_READY_PIPELINE = (
+    select(PIPELINES.c.pipeline_id, PIPELINES.c.premise, PREMISES.c.name, PREMISES.c.policy)
+    .join(STAGES, STAGES.c.pipeline_id == PIPELINES.c.pipeline_id)
+    .outerjoin(PREMISES, PREMISES.c.name == PIPELINES.c.premise)
+    .where(PIPELINES.c.user_id == bindparam("user_id"), PIPELINES.c.status == "ready",
+           STAGES.c.host_id == bindparam("host_id"), STAGES.c.artefact_id == bindparam("artefact_id"),
+           STAGES.c.digest == bindparam("digest"))
+    .order_by(PIPELINES.c.created_at.desc()).limit(1))
+_RENEWED = select(LICENCES.c.kind, LICENCES.c.host_id, LICENCES.c.nonce, LICENCES.c.request_fingerprint,
+                  LICENCES.c.revoked_at).where(LICENCES.c.jti == bindparam("jti"))
+_MEMBERS = (select(PREMISE_USERS.c.user_id).where(PREMISE_USERS.c.premise == bindparam("premise"))
+            .order_by(PREMISE_USERS.c.user_id))
+_HOST_PREMISES = (select(PREMISE_HOSTS.c.premise).where(PREMISE_HOSTS.c.host_id == bindparam("host_id"))
+                  .order_by(PREMISE_HOSTS.c.premise))
+_STORED = select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response).where(
+    LICENCES.c.request_key == bindparam("request_key"))
+_RUNNING = select(func.count()).select_from(
+    select(LICENCES.c.host_id, LICENCES.c.nonce).where(
+        LICENCES.c.artefact_id == bindparam("artefact_id"), LICENCES.c.kind == "host",
+        LICENCES.c.expires_at > bindparam("now"), LICENCES.c.revoked_at.is_(None),
+        ~and_(LICENCES.c.host_id == bindparam("exclude_host"), LICENCES.c.nonce == bindparam("exclude_nonce")))
+    .distinct().subquery())
+_INSERT_LICENCE = insert(LICENCES)
+_INSERT_CERTIFICATE = insert(CERTIFICATES)
 
 
 def _hash(*parts: Any) -> str:
@@ -65,9 +120,6 @@ class LicenceOperations(SMCore):
         host_id = actor.name
         request_key = _hash("host", host_id, nonce, renews or "")
         fingerprint = _hash(image_digest, artefact_id, user_id)
-        stored = self._stored_response(request_key, fingerprint)
-        if stored is not None:
-            return stored
         try:
             return self._issue_host_licence(actor, peer_ip, image_digest, artefact_id, user_id, nonce, renews,
                                             request_key, fingerprint)
@@ -76,40 +128,53 @@ class LicenceOperations(SMCore):
                                user_id=user_id, digest=image_digest, nonce=nonce)
             raise denial(denied.decision) from None
         except IntegrityError:
-            # A concurrent request with the same key committed first: answer as a retry would be answered.
+            # PostgreSQL: a concurrent request with the same key committed first; answer as a retry would be.
             stored = self._stored_response(request_key, fingerprint)
             if stored is None:
                 raise
             return stored
 
-    def _stored_response(self, request_key: str, fingerprint: str) -> dict[str, Any] | None:
-        with self.transaction() as session:
-            row = session.execute(select(Licence).where(Licence.request_key == request_key)).scalar_one_or_none()
-            if row is None:
-                return None
-            if row.request_fingerprint != fingerprint:
-                raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
-                                    f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
-            return json.loads(self.box.open(row.response, row.jti))
+    def _stored_response(self, request_key: str, fingerprint: str, session: Any = None) -> dict[str, Any] | None:
+        """The response already given to this request key (a retry), or None; 409 for other parameters."""
+        if session is None:
+            with self.reading() as own_session:
+                return self._stored_response(request_key, fingerprint, own_session)
+        connection = session.connection() if isinstance(session, Session) else session
+        row = connection.execute(_STORED, {"request_key": request_key}).one_or_none()
+        if row is None:
+            return None
+        if row.request_fingerprint != fingerprint:
+            raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
+                                f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
+        return cast(dict[str, Any], json.loads(self.box.open(row.response, row.jti)))
 
-    def _running_instances(self, session: Any, artefact_id: str, exclude: tuple[str, str], now: float) -> int:
-        runtimes = session.execute(
-            select(Licence.host_id, Licence.nonce).where(
-                Licence.kind == "host", Licence.artefact_id == artefact_id, Licence.expires_at > now,
-                Licence.revoked_at.is_(None)).distinct()).all()
-        return sum(1 for runtime in runtimes if tuple(runtime) != exclude)
+    @staticmethod
+    def _running_instances(session: Any, artefact_id: str, exclude: tuple[str, str], now: float) -> int:
+        """Distinct runtimes (host, nonce) holding a live host licence of the artefact, other than ``exclude``.
+
+        Counted by the database (a renewal's licences share their runtime, hence DISTINCT), so the cost
+        does not grow with Python objects per live licence.
+        """
+        connection = session.connection() if isinstance(session, Session) else session
+        return int(connection.execute(_RUNNING, {"artefact_id": artefact_id, "now": now, "exclude_host": exclude[0],
+                                                 "exclude_nonce": exclude[1]}).scalar_one())
 
     def _issue_host_licence(self, actor: Identity, peer_ip: str, image_digest: str, artefact_id: str, user_id: str,
                             nonce: str, renews: str | None, request_key: str, fingerprint: str) -> dict[str, Any]:
         now = self.now()
         ttl = self.config.heartbeat_ttl_seconds
-        with self.transaction() as session:
+        # This is the hot path of the SM: one write transaction on a Core connection (no ORM session),
+        # with prebuilt statements. The retry lookup, every check, the licence, its runtime certificate
+        # and its audit entry are read and written together and committed before the answer leaves.
+        with self.write_connection() as conn:
+            stored = self._stored_response(request_key, fingerprint, conn)
+            if stored is not None:
+                return stored
             # Locking the artefact serialises issuers of one artefact, so an instance limit holds under load.
-            artefact = session.execute(select(Artefact).where(Artefact.artefact_id == artefact_id)
-                                       .with_for_update()).scalar_one_or_none()
+            artefact = conn.execute(_ARTEFACT_FOR_UPDATE, {"artefact_id": artefact_id}).one_or_none()
             artefact = found(artefact, "artefact", artefact_id)
             require(not artefact.revoked, Forbidden(f"artefact {artefact_id} is revoked", check="revoked"))
-            host = found(session.get(Host, actor.name), "host", actor.name)
+            host = found(conn.execute(_HOST, {"host_id": actor.name}).one_or_none(), "host", actor.name)
             require(not host.revoked, Forbidden(f"host {host.host_id} is revoked", check="revoked"))
             require(host_available(host, now, ttl),
                     ConflictError(f"host {host.host_id} is not available: send a heartbeat first",
@@ -117,33 +182,38 @@ class LicenceOperations(SMCore):
             require(host.ip == peer_ip, ConflictError(f"host {host.host_id} connects from {peer_ip} but announced "
                                                       f"{host.ip}; send a heartbeat from this address",
                                                       check="host-ip"))
-            user = found(session.get(User, user_id), "user", user_id)
+            user = found(conn.execute(_USER, {"user_id": user_id}).one_or_none(), "user", user_id)
             require(not user.revoked, Forbidden(f"user {user_id} is revoked", check="revoked"))
-            image = found(session.get(Image, image_digest), "image", image_digest)
-            require(image.artefact_id == artefact_id,
+            image_artefact = conn.execute(_IMAGE_ARTEFACT, {"digest": image_digest}).scalar_one_or_none()
+            found(image_artefact, "image", image_digest)
+            require(image_artefact == artefact_id,
                     NotFoundError(f"image {image_digest} is not an image of artefact {artefact_id}"))
-            pipeline = session.execute(
-                select(Pipeline).join(PipelineStage, PipelineStage.pipeline_id == Pipeline.pipeline_id).where(
-                    Pipeline.user_id == user_id, Pipeline.status == "ready", PipelineStage.host_id == host.host_id,
-                    PipelineStage.artefact_id == artefact_id, PipelineStage.digest == image_digest)
-                .order_by(Pipeline.created_at.desc()).limit(1)).scalar_one_or_none()
+            pipeline = conn.execute(_READY_PIPELINE, {"user_id": user_id, "host_id": host.host_id,
+                                                      "artefact_id": artefact_id, "digest": image_digest}
+                                    ).one_or_none()
             require(pipeline is not None, Forbidden(
                 f"user {user_id} has no verified pipeline running {artefact_id} ({image_digest}) on host "
                 f"{host.host_id}", check="no-pipeline"))
+            assert pipeline is not None  # checked by require() above; narrows the type
             if renews is not None:
-                previous = session.get(Licence, renews)
+                previous = conn.execute(_RENEWED, {"jti": renews}).one_or_none()
                 require(previous is not None and previous.kind == "host" and previous.host_id == host.host_id
                         and previous.nonce == nonce and previous.request_fingerprint == fingerprint,
                         ConflictError(f"licence {renews} is not a host licence of this runtime", check="renewal"))
                 require(previous is not None and previous.revoked_at is None,
                         Forbidden(f"licence {renews} is revoked", check="revoked"))
-            assert pipeline is not None  # checked by require() above; narrows the type
-            premise = found(session.get(Premise, pipeline.premise), "premise", pipeline.premise)
-            running = self._running_instances(session, artefact_id, (host.host_id, nonce), now)
+            require(pipeline.name is not None, NotFoundError(f"premise {pipeline.premise!r} does not exist"))
+            premise = pipeline
+            running = self._running_instances(conn, artefact_id, (host.host_id, nonce), now)
+            members = conn.execute(_MEMBERS, {"premise": premise.name}).scalars().all()
+            host_premises = conn.execute(_HOST_PREMISES, {"host_id": host.host_id}).scalars().all()
             decision = self.policy.decide(
                 premise.policy, Action.ISSUE_HOST_LICENCE, user=user_attributes(user),
-                host=host_attributes(session, host, now, ttl), artefact=artefact_attributes(artefact),
-                premise=premise_attributes(session, premise),
+                host=HostAttributes(host_id=host.host_id, owner=host.owner, premises=tuple(host_premises),
+                                    gpu_count=host.gpu_count, gpu_models=tuple(host.gpu_models),
+                                    available=host_available(host, now, ttl)),
+                artefact=artefact_attributes(artefact),
+                premise=PremiseAttributes(name=premise.name, members=tuple(members)),
                 context=RequestContext(now=int(now), host_ip=peer_ip, running_instances=running))
             if not decision.allowed:
                 raise _Denied(decision)
@@ -163,20 +233,23 @@ class LicenceOperations(SMCore):
                 "runtime_chain": chain_pem([licence.runtime_certificate, self.ca.intermediate]).decode(),
                 "renews": renews,
             }
-            session.add(Licence(
+            runtime_certificate = licence.runtime_certificate
+            conn.execute(_INSERT_LICENCE, dict(
                 jti=jti, kind="host", request_key=request_key, request_fingerprint=fingerprint, host_id=host.host_id,
                 user_id=user_id, artefact_id=artefact_id, digest=image_digest, nonce=nonce, runtime_name=runtime.name,
-                runtime_thumbprint=certificate_thumbprint(licence.runtime_certificate), renews=renews,
+                runtime_thumbprint=certificate_thumbprint(runtime_certificate), renews=renews,
                 pipeline_id=pipeline.pipeline_id, policy_revision=decision.policy_revision, issued_at=now,
                 expires_at=float(licence.claims["exp"]), response=self.box.seal(json.dumps(response).encode(), jti)))
-            record_certificate(self, session, licence.runtime_certificate, Role.RUNTIME, runtime.name)
-            self._audit_decision(session, actor, "host-licence-issued", jti, decision, artefact_id=artefact_id,
+            conn.execute(_INSERT_CERTIFICATE, dict(
+                serial=format(runtime_certificate.serial_number, "x"), role=Role.RUNTIME.value, name=runtime.name,
+                not_after=runtime_certificate.not_valid_after_utc.timestamp(), revoked_at=None, created_at=now))
+            self._audit_decision(conn, actor, "host-licence-issued", jti, decision, artefact_id=artefact_id,
                                  user_id=user_id, digest=image_digest, nonce=nonce, host_ip=peer_ip,
                                  running_instances=running, renews=renews, expires_at=licence.claims["exp"])
         return response
 
     @staticmethod
-    def _validity(artefact: Artefact, now: float, default_seconds: int) -> dt.timedelta:
+    def _validity(artefact: Any, now: float, default_seconds: int) -> dt.timedelta:
         seconds = float(artefact.licence_seconds or default_seconds)
         if artefact.not_after:
             seconds = min(seconds, artefact.not_after - now)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -104,6 +105,7 @@ class Artefact(Base):
     requires_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
     max_instances: Mapped[int] = mapped_column(Integer, default=0)
     allowed_premises: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_hosts: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # empty = any host
     not_before: Mapped[int] = mapped_column(BigInteger, default=0)
     not_after: Mapped[int] = mapped_column(BigInteger, default=0)
     licence_seconds: Mapped[int] = mapped_column(Integer, default=0)  # 0 = the SM default
@@ -145,7 +147,10 @@ class Licence(Base):
     """Host and artefact licences; the response a client received is kept (encrypted) for replays."""
 
     __tablename__ = "licences"
-    __table_args__ = (UniqueConstraint("request_key", name="uq_licences_request_key"),)
+    __table_args__ = (UniqueConstraint("request_key", name="uq_licences_request_key"),
+                      # Covers the running-instances count (migration 0002).
+                      Index("ix_licences_runtime", "artefact_id", "kind", "host_id", "nonce", "expires_at",
+                            "revoked_at"))
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # host or artefact
     request_key: Mapped[str] = mapped_column(String(64))

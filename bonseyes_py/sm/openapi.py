@@ -67,6 +67,7 @@ SCHEMAS: dict[str, Any] = {
     "Terms": _object({"requires_gpu": {"type": "boolean"},
                       "max_instances": {"type": "integer", "minimum": 0, "maximum": 2**40},
                       "allowed_premises": {"type": "array", "items": NAME, "maxItems": 100},
+                      "allowed_hosts": {"type": "array", "items": NAME, "maxItems": 1000},
                       "not_before": {"type": "integer", "minimum": 0, "maximum": 2**40},
                       "not_after": {"type": "integer", "minimum": 0, "maximum": 2**40},
                       "licence_seconds": {"type": "integer", "minimum": 0, "maximum": 2**40}}),

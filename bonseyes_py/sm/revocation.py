@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from bonseyes_py.errors import InputError
 from bonseyes_py.pki.roles import Identity, Role
+from bonseyes_py.pki.verify import TrustStore
 from bonseyes_py.sm import audit
 from bonseyes_py.sm.core import SMCore, found
 from bonseyes_py.sm.models import Artefact, Certificate, Host, Licence, User
@@ -97,6 +98,34 @@ class RevocationOperations(SMCore):
         with self.transaction() as session:
             audit.lock_chain(session)
             return self._publish_crl(session, self.now())
+
+    def _crl_is_stale(self, crl: x509.CertificateRevocationList) -> bool:
+        """Past half of its validity (by the SM clock), or already expired."""
+        issued = crl.last_update_utc.timestamp()
+        next_update = crl.next_update_utc
+        if next_update is None:
+            return True
+        expires = next_update.timestamp()
+        return self.now() >= issued + (expires - issued) / 2
+
+    def refresh_stale_crl(self, store: TrustStore) -> bool:
+        """Re-sign the CRL when it is past half of its validity; one worker does it, the others reload.
+
+        Checked on every use of the trust store (each request), so nothing has to be scheduled: an SM
+        that serves anything keeps its CRL fresh, and the first request after a long idle period
+        re-signs it before it verifies the caller (an expired CRL would make every peer fail).
+        """
+        if not store.crls or not self._crl_is_stale(store.crls[0]):
+            return False
+        with self.transaction() as session:
+            audit.lock_chain(session)
+            # Another worker may have refreshed it while this one waited for the lock.
+            if not self._crl_is_stale(self.ca.current_crl()):
+                return True
+            crl_number = self._publish_crl(session, self.now())
+            self.audit(session, self.identity(Role.SECURITY_MANAGER, "sm"), "crl-refreshed", "crl",
+                       crl_number=crl_number)
+        return True
 
     def crl_pem(self) -> bytes:
         return self.ca.paths.crl.read_bytes()

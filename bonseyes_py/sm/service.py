@@ -38,19 +38,25 @@ class SecurityManager(UserOperations, HostOperations, ArtefactOperations, Premis
         if bm_client is None:
             bm_client = HttpsBonseyesModuleClient(config.tls_certificate, config.tls_key, config.ca_bundle,
                                                   timeout_seconds=config.bm_timeout_seconds)
-        return cls(config, ca, make_engine(config.database_url), bm_client=bm_client, **kwargs)
+        return cls(config, ca, make_engine(config.database_url, synchronous=config.sqlite_synchronous),
+                   bm_client=bm_client, **kwargs)
 
     def audit_log(self, *, after: int = 0, limit: int = 100, action: str | None = None,
                   subject: str | None = None) -> list[dict[str, Any]]:
-        with self.transaction() as session:
+        with self.reading() as session:
             return audit.query(session, after=after, limit=max(1, min(limit, 1000)), action=action, subject=subject)
 
     def verify_audit(self) -> audit.ChainReport:
-        with self.transaction() as session:
+        with self.reading() as session:
             return audit.verify_audit_chain(session)
 
     def close(self) -> None:
+        self._closing.set()
+        self.flush_heartbeats()
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+        self.write_lock.close()
 
 
 def admin_identity(config: SMConfig, certificate_path: Path | None = None) -> Identity:
