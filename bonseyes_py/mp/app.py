@@ -154,7 +154,7 @@ def _drain(stream: Any, remaining: int) -> None:
             if not chunk:
                 return
             remaining -= len(chunk)
-    except (OSError, ValueError):
+    except Exception:  # a client that went away is not worth an error here
         return
 
 
@@ -163,8 +163,6 @@ def receive_upload(spool: Path, limit: int) -> Path:
     length = request.content_length
     stream = request.environ["wsgi.input"]
     if length is not None and length > limit:
-        if length <= MAX_DRAIN_BYTES:
-            _drain(stream, length)
         raise RegistrationError(f"upload of {length} bytes exceeds the {limit}-byte limit", check="upload-too-large")
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = spool / f"upload-{secrets.token_hex(8)}.tar"
@@ -226,6 +224,16 @@ def create_app(config: MPConfig, *, marketplace: Marketplace | None = None,
     @app.errorhandler(BonseyesError)
     def _typed(error: BonseyesError) -> Response:
         return error_response(error.check, _message(error), status_of(error))
+
+    @app.after_request
+    def _drain_refused_upload(response: Response) -> Response:
+        """Read the rest of a refused upload (bounded) so the client gets the answer, not a reset."""
+        length = request.content_length or 0
+        if response.status_code >= 400 and request.mimetype in ARCHIVE_TYPES and length:
+            bound = config.max_upload_bytes if length <= config.max_upload_bytes else MAX_DRAIN_BYTES
+            if length <= bound:
+                _drain(request.environ["wsgi.input"], length)
+        return response
 
     def route(rule: str, methods: list[str], roles: tuple[Role, ...]) -> Callable[[Callable[..., Any]], Any]:
         def decorate(handler: Callable[..., Any]) -> Any:
@@ -319,19 +327,22 @@ def _stream(mp: Marketplace, caller: Identity, source: Path | str, name: str, po
         events.put({"event": "progress", "stage": stage, "detail": detail})
 
     def work() -> None:
+        outcome: dict[str, Any]
         try:
             artefact = mp.register(source, caller=caller, name=name, policies=policies, progress=progress)
-            events.put({"event": "result", "status": 201, "artefact": artefact.as_dict()})
+            outcome = {"event": "result", "status": 201, "artefact": artefact.as_dict()}
         except BonseyesError as exc:
-            events.put({"event": "error", "status": status_of(exc), "error": exc.check, "message": _message(exc)})
+            outcome = {"event": "error", "status": status_of(exc), "error": exc.check, "message": _message(exc)}
         except Exception as exc:  # reported, never a silent end of stream
             log.exception("registration of %s failed", name)
-            events.put({"event": "error", "status": 500, "error": "internal",
-                        "message": f"internal error ({type(exc).__name__}); see the server log"})
+            outcome = {"event": "error", "status": 500, "error": "internal",
+                       "message": f"internal error ({type(exc).__name__}); see the server log"}
         finally:
+            # Spool removed before the outcome is told: a client that sees it sees a clean spool.
             if upload is not None:
                 upload.unlink(missing_ok=True)
-            events.put(None)
+        events.put(outcome)
+        events.put(None)
 
     thread = threading.Thread(target=work, name=f"register-{name}", daemon=True)
     thread.start()
