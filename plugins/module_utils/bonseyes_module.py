@@ -95,6 +95,42 @@ class BonseyesModule:
 
     # -- helpers for subclasses --------------------------------------------------------------------------
 
+    def sm_call(self, method, path, body=None, expect=(200, 201), missing_ok=False):
+        """One call to the Security Manager over mutual TLS with the ``sm_connection`` options.
+
+        Returns the decoded JSON answer, or ``None`` for a 404 when ``missing_ok``. An SM that cannot be
+        reached fails the task with ``check=sm-unreachable`` and the URL, before anything was written
+        on the host, so a play stopped there leaves the host as it was. A refusal fails with the SM's
+        own error check (``hardware-changed``, ``host-owner``, ...) and message.
+        """
+        import requests  # bonseyes_py depends on requests: present whenever HAS_BONSEYES_PY
+
+        url = self.params["sm_url"].rstrip("/") + path
+        if not url.startswith("https://"):
+            self.fail(msg=f"sm_url {self.params['sm_url']} is not https://; the Security Manager only speaks mTLS",
+                      check="input")
+        verify = self.params["ca_cert"] if self.params["validate_certs"] else False
+        try:
+            response = requests.request(method, url, json=body, timeout=self.params["timeout"], verify=verify,
+                                        cert=(self.params["client_cert"], self.params["client_key"]))
+        except requests.exceptions.SSLError as err:
+            self.fail(msg=f"TLS with the Security Manager at {self.params['sm_url']} failed: {err}", check="sm-tls")
+        except requests.RequestException as err:
+            self.fail(msg=f"the Security Manager at {self.params['sm_url']} is unreachable: {err}",
+                      check="sm-unreachable")
+        if missing_ok and response.status_code == 404:
+            return None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {"message": response.text[:300]}
+        if response.status_code not in expect:
+            check = answer.get("error", "sm-refused") if isinstance(answer, dict) else "sm-refused"
+            message = answer.get("message", "") if isinstance(answer, dict) else str(answer)
+            self.fail(msg=f"the Security Manager refused {method} {path} ({response.status_code} {check}): {message}",
+                      check=check, status=response.status_code)
+        return answer
+
     def write_file_atomic(self, path, content, mode):
         """Write ``content`` (bytes) to ``path`` through a temporary file in the same directory.
 

@@ -1,0 +1,179 @@
+#!/usr/bin/python
+# Copyright (c) Bonseyes virtual premise developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module: ensure a Security Manager directory (CA, TLS identity, first admin, database) exists."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bonseyes_security_manager
+short_description: Ensure a Bonseyes Security Manager instance directory exists
+version_added: 0.1.0
+description:
+  - Creates, once, everything a Security Manager needs in O(path) through C(bonseyes_py.sm.initialise.init_sm)
+    the CA (root, intermediate, licence signer), the server's TLS key and certificate, the CA bundle, the at-rest
+    data key, the first admin identity and the database.
+  - An existing instance (C(sm.json) present) is never re-initialised; the module then only reports its paths and
+    ensures the admin client chain file (admin certificate then intermediate) exists.
+  - The service settings (bind address, workers, TTLs) are not this module's business; the
+    P(bonseyes.vp.security_manager#role) role templates C(sm.json) after this module ran.
+author:
+  - Bonseyes virtual premise developers (@bonseyes)
+requirements:
+  - bonseyes_py on the managed host's Python interpreter
+extends_documentation_fragment:
+  - bonseyes.vp.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether the instance or the admin chain would be created and writes nothing.
+  diff_mode:
+    support: full
+    details: Shows the state (absent/present) and the root certificate fingerprint.
+  idempotent:
+    support: full
+options:
+  path:
+    description: Directory of the Security Manager instance; created if missing.
+    type: path
+    required: true
+  trust_domain:
+    description: SPIFFE trust domain of the PKI, used only when the instance is created.
+    type: str
+    default: bonseyes.local
+  server_names:
+    description: DNS names put in the server certificate, used only when the instance is created.
+    type: list
+    elements: str
+    default: [localhost]
+  server_ips:
+    description: IP addresses put in the server certificate, used only when the instance is created.
+    type: list
+    elements: str
+    default: [127.0.0.1]
+  admin_name:
+    description: Name of the first admin identity, used only when the instance is created.
+    type: str
+    default: admin
+  algorithm:
+    description: Key algorithm of the CA and the server, used only when the instance is created.
+    type: str
+    choices: [ec-p256, ed25519, rsa-3072]
+    default: ec-p256
+seealso:
+  - module: bonseyes.vp.bonseyes_ca
+"""
+
+EXAMPLES = r"""
+- name: Ensure the Security Manager instance exists
+  bonseyes.vp.bonseyes_security_manager:
+    path: /var/lib/bonseyes/sm
+    trust_domain: lab.example.org
+    server_names: [sm.lab.example.org]
+    server_ips: [192.0.2.10]
+  register: sm
+"""
+
+RETURN = r"""
+created:
+  description: Whether the instance was created (or would be, in check mode).
+  returned: success
+  type: bool
+  sample: false
+ca_bundle:
+  description: Root then intermediate certificate (PEM); the CA file every peer verifies with.
+  returned: success
+  type: str
+  sample: /var/lib/bonseyes/sm/tls/ca-bundle.pem
+ca_dir:
+  description: Directory of the CA.
+  returned: success
+  type: str
+  sample: /var/lib/bonseyes/sm/ca
+admin_cert:
+  description: The first admin's certificate chain (leaf then intermediate), what an admin client presents.
+  returned: success
+  type: str
+  sample: /var/lib/bonseyes/sm/admin/admin-chain.pem
+admin_key:
+  description: The first admin's private key (mode 0600).
+  returned: success
+  type: str
+  sample: /var/lib/bonseyes/sm/admin/admin.key
+root_sha256:
+  description: SHA-256 fingerprint of the root certificate (hex); null in check mode before creation.
+  returned: success
+  type: str
+  sample: 9f2c0b...
+"""
+
+import hashlib  # noqa: E402
+import os  # noqa: E402
+
+from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
+    HAS_BONSEYES_PY,
+    BonseyesModule,
+)
+
+if HAS_BONSEYES_PY:
+    from bonseyes_py.pki.certs import certificate_pem, load_certificate_chain
+    from bonseyes_py.sm.config import CONFIG_NAME, SMConfig
+    from bonseyes_py.sm.initialise import init_sm
+
+ADMIN_CHAIN = "admin-chain.pem"
+
+
+class SecurityManagerModule(BonseyesModule):
+    argument_spec = dict(
+        path=dict(type="path", required=True),
+        trust_domain=dict(type="str", default="bonseyes.local"),
+        server_names=dict(type="list", elements="str", default=["localhost"]),
+        server_ips=dict(type="list", elements="str", default=["127.0.0.1"]),
+        admin_name=dict(type="str", default="admin"),
+        algorithm=dict(type="str", choices=["ec-p256", "ed25519", "rsa-3072"], default="ec-p256"),
+    )
+    module_kwargs = dict(supports_check_mode=True)
+
+    def run(self):
+        path = self.params["path"]
+        exists = os.path.exists(os.path.join(path, CONFIG_NAME))
+        config = SMConfig(directory=path)
+        chain_path = os.path.join(os.path.dirname(str(config.admin_certificate)), ADMIN_CHAIN)
+        created = not exists
+        if created and not self.check_mode:
+            config = init_sm(path, trust_domain=self.params["trust_domain"],
+                             server_names=tuple(self.params["server_names"]),
+                             server_ips=tuple(self.params["server_ips"]), admin_name=self.params["admin_name"],
+                             algorithm=self.params["algorithm"])
+        chain_changed = False
+        fingerprint = None
+        if os.path.exists(config.ca_bundle):
+            with open(config.ca_bundle, "rb") as handle:
+                root, intermediate = load_certificate_chain(handle.read())[:2]
+            fingerprint = hashlib.sha256(certificate_pem(root)).hexdigest()
+            with open(config.admin_certificate, "rb") as handle:
+                wanted = handle.read() + certificate_pem(intermediate)
+            current = None
+            if os.path.exists(chain_path):
+                with open(chain_path, "rb") as handle:
+                    current = handle.read()
+            chain_changed = current != wanted
+            if chain_changed and not self.check_mode:
+                self.write_file_atomic(chain_path, wanted, 0o644)
+        elif created:
+            chain_changed = True
+        result = dict(changed=created or chain_changed, created=created, ca_bundle=str(config.ca_bundle),
+                      ca_dir=str(config.ca_directory), admin_cert=chain_path, admin_key=str(config.admin_key),
+                      root_sha256=fingerprint)
+        if self.diff_mode:
+            result["diff"] = dict(before=dict(state="present" if exists else "absent"),
+                                  after=dict(state="present", root_sha256=fingerprint))
+        return result
+
+
+def main():
+    SecurityManagerModule()()
+
+
+if __name__ == "__main__":
+    main()
