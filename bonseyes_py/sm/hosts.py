@@ -175,6 +175,18 @@ class HostOperations(SMCore):
             raise
         return len(pending)
 
+    def list_hosts(self) -> list[dict[str, Any]]:
+        """Every registered host with its availability (admin view)."""
+        now, ttl = self.now(), self.config.heartbeat_ttl_seconds
+        with self.reading() as session:
+            hosts = session.execute(select(Host).order_by(Host.host_id)).scalars().all()
+            memberships: dict[str, list[str]] = {}
+            for premise, host_id in session.execute(select(PremiseHost.premise, PremiseHost.host_id)):
+                memberships.setdefault(host_id, []).append(premise)
+            return [{"host_id": h.host_id, "owner": h.owner, "premises": sorted(memberships.get(h.host_id, [])),
+                     "revoked": h.revoked, "ip": h.ip, "available": host_available(h, now, ttl),
+                     "last_seen": h.last_seen} for h in hosts]
+
     def get_host(self, actor: Identity, host_id: str) -> dict[str, Any]:
         with self.transaction() as session:
             host = found(session.get(Host, host_id), "host", host_id)
