@@ -87,10 +87,16 @@ EXAMPLES = r"""
 
 RETURN = r"""
 artefact:
-  description: The catalogue entry (name, owner, digest, reference, policies, size); null in check mode before registration.
+  description:
+    - The catalogue entry (name, owner, digest, reference, policies, size).
+    - Null in check mode before registration.
   returned: success
   type: dict
-  sample: {"name": "demo-sender", "owner": "demo-user", "digest": "sha256:5b0f...", "reference": "127.0.0.1:15000/demo-sender@sha256:5b0f..."}
+  sample:
+    name: demo-sender
+    owner: demo-user
+    digest: sha256:5b0f0b2c
+    reference: 127.0.0.1:15000/demo-sender@sha256:5b0f0b2c
 registered:
   description: Whether the MP registration pipeline ran (or would run, in check mode).
   returned: success

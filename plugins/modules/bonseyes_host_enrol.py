@@ -51,7 +51,8 @@ options:
     elements: str
     default: []
   sysroot:
-    description: Root of the tree the hardware facts are read from (a fake tree lets several test hosts share a machine).
+    description:
+      - Root of the tree the hardware facts are read from (a fake tree lets several test hosts share a machine).
     type: path
     default: /
   replace_identity:
@@ -188,7 +189,7 @@ class HostEnrolModule(BonseyesModule):
                 chain = load_certificate_chain(handle.read())
             if chain[0].public_key() != csr.public_key():
                 return None
-            root = [c for c in bundle if c.issuer == c.subject][0]
+            root = next(c for c in bundle if c.issuer == c.subject)
             intermediates = [c for c in bundle if c.issuer != c.subject]
             verify_certificate(chain[0], TrustStore(root=root, intermediates=intermediates), roles=[Role.HOST],
                                extra_intermediates=chain[1:])

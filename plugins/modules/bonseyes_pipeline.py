@@ -118,7 +118,8 @@ class PipelineModule(BonseyesModule):
         pipeline_id=dict(type="str"),
     )
     module_kwargs = dict(supports_check_mode=True,
-                         required_if=[("state", "started", ("premise", "stages")), ("state", "stopped", ("pipeline_id",))])
+                         required_if=[("state", "started", ("premise", "stages")),
+                                      ("state", "stopped", ("pipeline_id",))])
     sm_connection = True
 
     def run(self):

@@ -1,0 +1,126 @@
+"""``bonseyes deploy -i INVENTORY [--playbook site.yml]``: run the collection's playbooks over ansible-runner.
+
+Operators use the project through Ansible; this command is the same run with progress per play and
+task on stderr and, at the end, what changed per play and host. Only event names, task names, hosts
+and the ``changed`` flags are printed: task results (which may hold certificates or tokens) are not,
+and ansible-runner's own stdout is kept in its artifacts directory, never echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DeploySummary:
+    """What a run did, per play: hosts with changed tasks, and the names of those tasks."""
+
+    plays: list[str] = field(default_factory=list)
+    changed: dict[str, dict[str, list[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    failed: list[str] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)  # what the playbooks chose to show (debug tasks)
+    status: str = ""
+    rc: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "rc": self.rc, "plays": self.plays, "failed": self.failed,
+                "messages": self.messages,
+                "changed": {play: dict(hosts) for play, hosts in self.changed.items()}}
+
+
+class ProgressPrinter:
+    """ansible-runner event handler: one line per play and task start, and per changed or failed result."""
+
+    def __init__(self, summary: DeploySummary, stream: Any = sys.stderr) -> None:
+        self.summary = summary
+        self.stream = stream
+        self.play = ""
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "")
+            self.summary.plays.append(self.play)
+            print(f"== play: {self.play}", file=self.stream, flush=True)
+        elif kind == "playbook_on_task_start":
+            print(f"   task: {data.get('task', '')}", file=self.stream, flush=True)
+        elif kind == "runner_on_ok" and data.get("task_action") in ("debug", "ansible.builtin.debug"):
+            self.summary.messages.append((data.get("res") or {}).get("msg"))
+        elif kind == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+            task = data.get("task", "")
+            hosts = self.summary.changed[self.play]
+            if task not in hosts[data.get("host", "")]:
+                hosts[data.get("host", "")].append(task)
+            print(f"      changed: {data.get('host', '')}", file=self.stream, flush=True)
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            message = str((data.get("res") or {}).get("msg", ""))[:500]
+            line = f"{self.play} / {data.get('task', '')} on {data.get('host', '')}: {message}"
+            self.summary.failed.append(line)
+            print(f"      FAILED: {line}", file=self.stream, flush=True)
+        return False  # ansible-runner need not keep the event on disk for us
+
+
+def run_deploy(inventory: str, playbook: str = "site.yml", *, extra_vars: dict[str, Any] | None = None,
+               check: bool = False, tags: str | None = None, project_dir: Path = REPO,
+               stream: Any = sys.stderr) -> DeploySummary:
+    import ansible_runner
+
+    summary = DeploySummary()
+    cmdline = ["--check"] if check else []
+    with tempfile.TemporaryDirectory(prefix="bonseyes-deploy-") as private:
+        env = {"ANSIBLE_CONFIG": str(project_dir / "ansible.cfg"),
+               "ANSIBLE_COLLECTIONS_PATH": str(project_dir / ".ansible" / "collections"),
+               "ANSIBLE_NOCOLOR": "1",
+               # ansible-playbook of the same environment as this command, first on PATH.
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        result = ansible_runner.run(
+            private_data_dir=private, project_dir=str(project_dir), playbook=str(project_dir / playbook),
+            inventory=str(Path(inventory).resolve()), extravars=extra_vars or {}, envvars=env,
+            cmdline=" ".join(cmdline) or None, tags=tags, quiet=True, event_handler=ProgressPrinter(summary, stream),
+            settings={"suppress_ansible_output": True})
+        summary.status, summary.rc = str(result.status), int(result.rc or 0)
+        if summary.rc != 0 and not summary.failed:
+            # Failed before any task (syntax, missing collection): ansible's own last words explain it.
+            output = result.stdout.read() if result.stdout else ""
+            summary.failed.extend(line for line in output.splitlines()[-5:] if line.strip())
+    return summary
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {}
+    for item in args.extra_vars or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: -e {item}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        extra[key] = value
+    if not Path(args.inventory).exists():
+        print(f"error: inventory {args.inventory} does not exist", file=sys.stderr)
+        return 2
+    summary = run_deploy(args.inventory, args.playbook, extra_vars=extra, check=args.check, tags=args.tags)
+    print(json.dumps(summary.as_dict(), indent=2, sort_keys=True))
+    return 0 if summary.status == "successful" else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("deploy", help="run site.yml (or another playbook) over an inventory")
+    parser.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    parser.add_argument("--playbook", default="site.yml", help="playbook relative to the project (default site.yml)")
+    parser.add_argument("-e", "--extra-vars", action="append", help="KEY=VALUE (repeatable)")
+    parser.add_argument("--check", action="store_true", help="check mode: report what would change")
+    parser.add_argument("--tags", help="only plays/tasks with these tags (comma-separated)")
+    parser.set_defaults(func=cmd_deploy)
+
+
+__all__ = ["DeploySummary", "ProgressPrinter", "register", "run_deploy"]
