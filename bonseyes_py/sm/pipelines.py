@@ -139,7 +139,7 @@ class PipelineOperations(SMCore):
                                           .join(Host, Host.host_id == PipelineStage.host_id)
                                           .join(Image, Image.digest == PipelineStage.digest)
                                           .where(PipelineStage.pipeline_id == pipeline_id)
-                                          .order_by(PipelineStage.position)).tuples())
+                                          .order_by(PipelineStage.position)).all())
         by_host: dict[str, list[tuple[PipelineStage, Image]]] = defaultdict(list)
         endpoints: dict[str, BonseyesModuleEndpoint] = {}
         for stage, host, image in stages:
