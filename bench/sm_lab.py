@@ -31,7 +31,7 @@ from bonseyes_py.identity.ids import sign_host_id
 from bonseyes_py.jose import Signer
 from bonseyes_py.pki.certs import load_certificate
 from bonseyes_py.pki.keys import PrivateKey, generate_private_key, signature_hash, write_private_key
-from bonseyes_py.pki.roles import Identity, identity_of
+from bonseyes_py.pki.roles import Identity, Role, identity_of
 from bonseyes_py.sm import SecurityManager, init_sm
 from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint
 from bonseyes_py.sm.service import admin_identity
@@ -102,16 +102,10 @@ class BenchLab:
             host_key, host_csr = new_csr()
             host = self.sm.register_host(self.owner, token, host_csr)
             if ip is not None:
-                self.sm.heartbeat(self.sm.identity(host_identity_role(), host["host_id"]), ip)
+                self.sm.heartbeat(self.sm.identity(Role.HOST, host["host_id"]), ip)
             identities.append(write_identity(self.directory / "hosts", host["host_id"], host_key,
                                              host["certificate"]))
         return identities
-
-
-def host_identity_role() -> Any:
-    from bonseyes_py.pki.roles import Role
-
-    return Role.HOST
 
 
 def _hardware_id(label: str) -> str:
@@ -120,8 +114,6 @@ def _hardware_id(label: str) -> str:
 
 def build_bench_lab(directory: Path, **settings: Any) -> BenchLab:
     """``init_sm`` in ``directory`` plus one ready pipeline for a host at 127.0.0.2."""
-    from bonseyes_py.pki.roles import Role
-
     config = init_sm(directory / "sm", **settings)
     sm = SecurityManager.open(config, bm_client=EchoBonseyesModule())
     admin = admin_identity(config)
