@@ -99,3 +99,11 @@ def ansible_playbook(collections_root: Path, tmp_path_factory: pytest.TempPathFa
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def installed_collections() -> str:
+    """The project's collections path, filled by the real install script (cached after its first run)."""
+    subprocess.run(["bash", str(REPO / "scripts/install_collections.sh")], check=True, cwd=REPO,
+                   capture_output=True, text=True, timeout=600)
+    return str(REPO / ".ansible/collections")

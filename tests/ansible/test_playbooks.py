@@ -34,14 +34,6 @@ def test_module_integration_playbook(ansible_playbook, playbook: Path, tmp_path:
     assert recap(run.stdout)["failed"] == 0
 
 
-@pytest.fixture(scope="session")
-def installed_collections() -> str:
-    """The project's collections path, filled by the real install script (cached after its first run)."""
-    subprocess.run(["bash", str(REPO / "scripts/install_collections.sh")], check=True, cwd=REPO,
-                   capture_output=True, text=True, timeout=600)
-    return str(REPO / ".ansible/collections")
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_site_check_mode_then_trust_demo_then_nothing_changes_the_second_time(
