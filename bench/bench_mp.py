@@ -5,6 +5,8 @@
 2. Digest verification throughput: Python's sha256 over the image's blobs as the registry stores
    them, against ``openssl dgst -sha256`` over the same files in the same run (goal >= 0.8x).
 3. BL start-up time, onedir against onefile, through the full path (licence verification, exec).
+4. With ``--service``: the same image registered through the MP service (gunicorn, mTLS), uploaded as
+   a ``docker save`` archive: upload throughput and when each stage starts, seen by the client.
 
 Run as root with the engine up: ``.venv/bin/python bench/bench_mp.py``.
 """
@@ -93,9 +95,70 @@ def bl_start_time(client: docker.DockerClient, ca: CertificateAuthority, mode: s
     return statistics.median(float(line) for line in output.decode().split())
 
 
+def bench_service(client: docker.DockerClient, ca: CertificateAuthority, registry: RegistryProcess, image: str,
+                  work: Path) -> None:
+    """Registration through the HTTPS service: ``docker save`` to disk, upload, then the server's stages."""
+    import os
+    import sys
+
+    from bonseyes_py.mp.client import MarketplaceClient, MarketplaceRefusal
+    from bonseyes_py.mp.registry import free_port
+    from bonseyes_py.mp.server import init_mp
+    from bonseyes_py.pki.certs import chain_pem
+    from bonseyes_py.pki.keys import generate_private_key, write_private_key
+
+    archive = work / "bench.tar"
+    started = time.perf_counter()
+    with archive.open("wb") as handle:
+        for chunk in client.images.get(image).save(named=True):
+            handle.write(chunk)
+    save_seconds = time.perf_counter() - started
+    port = free_port()
+    config = init_mp(work / "mp", ca_directory=ca.paths.directory, bind=f"127.0.0.1:{port}", manage_registry=False,
+                     registry_directory=str(registry.directory), registry_port=registry.port, workers=1)
+    key = generate_private_key()
+    cert = work / "bench-user.pem"
+    cert.write_bytes(chain_pem([ca.issue(key.public_key(), ca.identity(Role.USER, "bench")), ca.intermediate]))
+    key_path = write_private_key(work / "bench-user.key", key)
+    env = {k: v for k, v in os.environ.items() if k != "REQUESTS_CA_BUNDLE"}
+    with (work / "mp.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bonseyes_py.mp", str(config.directory)], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                mp = MarketplaceClient(f"https://127.0.0.1:{port}", str(cert), str(key_path), str(ca.paths.root_cert))
+                mp.ping()
+                break
+            except MarketplaceRefusal:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        first: dict[str, float] = {}
+        started = time.perf_counter()
+
+        def progress(stage: str, _detail: dict[str, object]) -> None:
+            first.setdefault(stage, time.perf_counter() - started)
+
+        mp.register_archive(archive, "bench-200mb-service", progress=progress)
+        total = time.perf_counter() - started
+        size = archive.stat().st_size
+        print(f"registration through the MP service ({size / 1e6:.0f} MB archive; docker save took "
+              f"{save_seconds:.2f} s): {total:.2f} s")
+        upload_done = first.get("vet", total)
+        print(f"  upload  {upload_done:7.2f} s  ({size / upload_done / 1e6:.0f} MB/s over mTLS, spooled to disk)")
+        for stage in ("vet", "build", "push", "sign", "done"):
+            print(f"  {stage:<7} starts at {first.get(stage, float('nan')):7.2f} s")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bl-runs", type=int, default=10)
+    parser.add_argument("--service", action="store_true", help="also register through the MP service (HTTPS)")
     args = parser.parse_args()
     client = docker.from_env(timeout=600)
     image = bench_image(client)
@@ -135,6 +198,8 @@ def main() -> None:
             print(f"  openssl dgst    {total_bytes / ossl_seconds / 1e6:8.0f} MB/s")
             print(f"  ratio python/openssl {ossl_seconds / py_seconds:.2f}x (goal >= 0.8x)")
             print(f"  via registry HTTP (RegistryClient.verify_image) {total_bytes / http_seconds / 1e6:8.0f} MB/s")
+            if args.service:
+                bench_service(client, ca, registry, image, work)
         for mode in ("onedir", "onefile"):
             seconds = bl_start_time(client, ca, mode, work, args.bl_runs)
             print(f"BL {mode}: median start-to-exec {seconds * 1000:.0f} ms over {args.bl_runs} runs")
