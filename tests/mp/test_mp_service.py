@@ -93,17 +93,13 @@ def test_register_upload_with_progress_then_read_as_host(server: MPServer, peopl
     verify_image_id(shown["image_id"], trust, expect_digest=shown["digest"], expect_artefact="served-upload")
 
 
-def test_register_engine_image_without_progress(server: MPServer, people: dict[str, Person], shell_image: str) -> None:
-    result = server.client(people["bob"]).register_image(shell_image, "served-image")
-    assert result["owner"] == "bob"
-    assert result["original"]["user"] == "daemon:daemon"
-    assert server.client(people["alice"]).list(owner="bob")[0]["name"] == "served-image"
-
-
 def test_refusals_leave_nothing_behind(server: MPServer, people: dict[str, Person], docker_client: docker.DockerClient,
                                       python_archive: Path, shell_image: str, tmp_path: Path) -> None:
     alice, bob, host = (server.client(people[n]) for n in ("alice", "bob", "host"))
-    bob.register_image(shell_image, "bobs-name")
+    # An image on the MP's engine, registered with a plain JSON answer (no progress stream).
+    registered = bob.register_image(shell_image, "bobs-name")
+    assert (registered["owner"], registered["original"]["user"]) == ("bob", "daemon:daemon")
+    assert [a["name"] for a in alice.list(owner="bob")] == ["bobs-name"]
     rows = len(server.client(people["admin"]).list())
     before = image_state(docker_client, server.config.registry_host + f":{server.config.registry_port}", shell_image)
 
@@ -198,6 +194,7 @@ def test_oversized_upload_and_registry_down_mid_push(small_server: tuple[MPServe
     restarted = RegistryProcess(registry.directory, port=registry.port).start()
     try:
         assert restarted.client().tags(repository_for("killed-mid-push")) == []
+        assert restarted.client().manifest_digest(repository_for("killed-mid-push"), "registered") is None
         assert alice.list() == []
     finally:
         restarted.stop()

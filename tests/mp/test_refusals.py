@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -17,7 +17,7 @@ from helpers_mp import build, image_state, import_rootfs, save
 
 from bonseyes_py.bl import layout
 from bonseyes_py.errors import BonseyesError, PolicyDenied
-from bonseyes_py.mp.errors import RegistrationError, RegistryError, VettingError
+from bonseyes_py.mp.errors import RegistrationError, VettingError
 from bonseyes_py.mp.registry import RegistryProcess
 from bonseyes_py.mp.service import Marketplace, repository_for
 from bonseyes_py.mp.vetting import VettingRules
@@ -170,41 +170,8 @@ def test_musl_image(marketplace: Marketplace, docker_client: docker.DockerClient
     assert "musl libc (Alpine-style)" in str(error)
 
 
-@pytest.fixture
-def doomed_registry(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[RegistryProcess]:
-    process = RegistryProcess(tmp_path / "doomed-registry").start()
-    yield process
-    process.stop()
-
-
-def test_registry_killed_during_push(make_marketplace: Callable[..., Marketplace], doomed_registry: RegistryProcess,
-                                     docker_client: docker.DockerClient, ca: CertificateAuthority,
-                                     python_image: str) -> None:
-    marketplace = make_marketplace(registry_process=doomed_registry)
-    before = image_state(docker_client, marketplace.registry_address, python_image)
-    events: list[str] = []
-
-    def kill_on_first_upload(stage: str, detail: dict[str, object]) -> None:
-        events.append(stage)
-        if stage == "push" and detail.get("status") == "Pushing" and doomed_registry.running:
-            doomed_registry.kill()
-
-    with pytest.raises(RegistryError) as info:
-        marketplace.register(python_image, caller=ca.identity(Role.USER, "alice"), name="killed-mid-push",
-                             progress=kill_on_first_upload)
-    assert info.value.check == "push"
-    assert "build" in events
-    assert marketplace.catalogue.count() == 0
-    assert image_state(docker_client, marketplace.registry_address, python_image) == before
-    # The registry comes back on the same storage: the push left no tag and no manifest.
-    restarted = RegistryProcess(doomed_registry.directory, port=doomed_registry.port).start()
-    try:
-        client = restarted.client()
-        repository = repository_for("killed-mid-push")
-        assert client.tags(repository) == []
-        assert client.manifest_digest(repository, "registered") is None
-    finally:
-        restarted.stop()
+# The registry killed in the middle of a push: tests/mp/test_mp_service.py, through the HTTPS service
+# (same Marketplace code, plus the 503 and the NDJSON outcome), so the 50 s push retry is paid once.
 
 
 def test_signing_failure_after_push_deletes_the_manifest(make_marketplace: Callable[..., Marketplace],
