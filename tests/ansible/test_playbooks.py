@@ -36,9 +36,9 @@ def test_module_integration_playbook(ansible_playbook, playbook: Path, tmp_path:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_site_check_mode_then_trust_demo_then_nothing_changes_the_second_time(
+def test_trust_demo_check_mode_then_real_then_nothing_changes_the_second_time(
         ansible_playbook, installed_collections: str, tmp_path: Path) -> None:
-    args = ("-i", "inventories/local", "-e", f"bonseyes_state_dir={tmp_path / 'state'}", "site.yml")
+    args = ("-i", "inventories/local", "-e", f"bonseyes_state_dir={tmp_path / 'state'}", "playbooks/trust_demo.yml")
     checked = ansible_playbook("--check", *args, collections_path=installed_collections)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert recap(checked.stdout)["changed"] > 0

@@ -86,13 +86,15 @@ def test_site_deploys_and_runs_the_demo_then_only_the_demo_changes(premise: Prem
     assert (premise.state / "users/demo-user/user.key").stat().st_mode & 0o777 == 0o600
 
 
-def test_malformed_role_variable_is_named_by_the_argument_spec(ansible_playbook, premise: Premise) -> None:
+def test_malformed_role_variable_is_named_by_the_argument_spec(ansible_playbook, premise: Premise,
+                                                                tmp_path: Path) -> None:
     run = ansible_playbook("-i", "inventories/local", *premise.args(bonseyes_bm_port="not-a-port"),
+                           "-e", f"@{bundle_vars(premise, tmp_path)}", "-v",
                            "playbooks/bonseyes_module.yml",
                            collections_path=str(REPO / ".ansible/collections"))
     assert run.returncode != 0
-    assert "bonseyes_module_port" in run.stdout
-    assert "Validating arguments against arg spec" in run.stdout
+    assert "bonseyes_module_port" in run.stdout + run.stderr
+    assert "Validating arguments against arg spec" in run.stdout + run.stderr
 
 
 def test_missing_role_variables_are_named_by_the_argument_spec(ansible_playbook, tmp_path: Path) -> None:
@@ -103,7 +105,7 @@ def test_missing_role_variables_are_named_by_the_argument_spec(ansible_playbook,
                            "playbooks/bonseyes_module.yml", collections_path=str(REPO / ".ansible/collections"))
     assert run.returncode != 0
     for name in ("bonseyes_module_owner_cert", "bonseyes_module_owner_key", "bonseyes_module_sm_ca_bundle_pem"):
-        assert name in run.stdout, run.stdout
+        assert name in run.stdout + run.stderr, run.stdout + run.stderr
 
 
 def test_unreachable_sm_fails_the_play_and_leaves_the_host_as_it_was(ansible_playbook, premise: Premise,
@@ -114,8 +116,8 @@ def test_unreachable_sm_fails_the_play_and_leaves_the_host_as_it_was(ansible_pla
                            "-e", "bonseyes_module_sm_timeout=2", "-e", f"@{bundle_vars(premise, tmp_path)}",
                            "playbooks/bonseyes_module.yml", collections_path=str(REPO / ".ansible/collections"))
     assert run.returncode != 0
-    assert "is unreachable" in run.stdout, run.stdout
-    assert "this host was left as it was" in run.stdout
+    assert "is unreachable" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert "this host was left as it was" in run.stdout + run.stderr
     assert not fresh.exists()
 
 
@@ -130,7 +132,7 @@ def test_host_whose_hardware_changed_is_refused_as_the_old_host(ansible_playbook
                            "-e", f"@{bundle_vars(premise, tmp_path)}",
                            "playbooks/bonseyes_module.yml", collections_path=str(REPO / ".ansible/collections"))
     assert run.returncode != 0
-    assert "hardware-changed" in run.stdout, run.stdout
+    assert "hardware-changed" in run.stdout + run.stderr, run.stdout + run.stderr
     assert certificate.read_bytes() == before
 
 
