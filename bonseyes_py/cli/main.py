@@ -22,7 +22,10 @@ COMMAND_GROUPS = [ca_commands, id_commands, licence_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bonseyes", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="bonseyes",
+        description="Virtual premise of a collaborative AI lab: PKI, Security Manager, Marketplace, "
+                    "Bonseyes Module and pipelines.")
     parser.add_argument("--version", action="version", version=f"bonseyes {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
