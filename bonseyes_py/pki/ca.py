@@ -136,6 +136,9 @@ def _ca_certificate(subject: x509.Name, public_key: PublicKey, issuer: x509.Name
     return builder.sign(issuer_key, signature_hash(issuer_key))  # type: ignore[arg-type]
 
 
+_EXTENDED_KEY_USAGE = {role: x509.ExtendedKeyUsage(list(ekus_for(role))) for role in Role}
+
+
 def _leaf_key_usage(role: Role, public_key: PublicKey) -> x509.KeyUsage:
     key_agreement_ok = algorithm_of(public_key) is KeyAlgorithm.RSA_3072 and role is not Role.LICENCE_SIGNER
     return x509.KeyUsage(digital_signature=True, content_commitment=role is Role.LICENCE_SIGNER,
@@ -255,7 +258,7 @@ class CertificateAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_leaf_key_usage(identity.role, public_key), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(list(ekus_for(identity.role))), critical=False)
+            .add_extension(_EXTENDED_KEY_USAGE[identity.role], critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(self._intermediate_aki, critical=False)
         )
