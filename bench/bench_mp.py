@@ -4,7 +4,7 @@
    vet, layer build, push, digest and sign, against the real engine and registry.
 2. Digest verification throughput: Python's sha256 over the image's blobs as the registry stores
    them, against ``openssl dgst -sha256`` over the same files in the same run (goal >= 0.8x).
-3. BL start-up time, onedir against onefile, through the full path (licence verification, exec).
+3. BL start-up time, onedir against onefile, up to the verified host licence (step 6 needs a BM and SM).
 4. With ``--service``: the same image registered through the MP service (gunicorn, mTLS), uploaded as
    a ``docker save`` archive: upload throughput and when each stage starts, seen by the client.
 
@@ -71,7 +71,12 @@ def openssl_sha256(paths: list[Path]) -> tuple[float, list[str]]:
 
 
 def bl_start_time(client: docker.DockerClient, ca: CertificateAuthority, mode: str, work: Path, runs: int) -> float:
-    """Median seconds for BL to verify a licence and exec /bin/true, measured inside one container."""
+    """Median seconds for BL to start and verify the host licence, measured inside one container.
+
+    Since issue 5, BL then needs the step-6 material (runtime key, SM endpoint) that only a BM hands
+    it, and stops there with ``runtime-material``: the run ends at that refusal, which comes right
+    after the licence checks. The full path to the payload's exec is timed by bench_pipeline.py.
+    """
     bl = build_layer(mode=mode)
     licence_dir = work / f"licence-{mode}"
     licence_dir.mkdir()
@@ -84,7 +89,9 @@ def bl_start_time(client: docker.DockerClient, ca: CertificateAuthority, mode: s
     (meta / "certs" / "sm-intermediate.pem").write_bytes(ca.paths.intermediate_cert.read_bytes())
     original = {"entrypoint": ["/bin/true"], "cmd": [], "env": [], "workdir": "/", "user": ""}
     (meta / "artefact.json").write_text(json.dumps({"artefact": "bench", "original": original}))
-    script = ("for i in $(seq " + str(runs) + "); do s=$(date +%s.%N); /opt/bonseyes/bl/bonseyes-layer || exit 1; "
+    script = ("for i in $(seq " + str(runs) + "); do s=$(date +%s.%N); "
+              "out=$(/opt/bonseyes/bl/bonseyes-layer 2>&1); "
+              'case "$out" in *runtime-material*) ;; *) echo "$out" >&2; exit 1;; esac; '
               "e=$(date +%s.%N); awk -v s=$s -v e=$e 'BEGIN{print e-s}'; done")
     output = client.containers.run(
         "bonseyes/base-minbase:bookworm", ["/bin/sh", "-c", script], remove=True, network_mode="none",
@@ -202,7 +209,7 @@ def main() -> None:
                 bench_service(client, ca, registry, image, work)
         for mode in ("onedir", "onefile"):
             seconds = bl_start_time(client, ca, mode, work, args.bl_runs)
-            print(f"BL {mode}: median start-to-exec {seconds * 1000:.0f} ms over {args.bl_runs} runs")
+            print(f"BL {mode}: median start to host licence verified {seconds * 1000:.0f} ms over {args.bl_runs} runs")
 
 
 if __name__ == "__main__":
