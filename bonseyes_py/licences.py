@@ -31,7 +31,7 @@ from bonseyes_py.identity.ids import RuntimeID
 from bonseyes_py.jose import DEFAULT_LEEWAY, Signer, timestamp, verify_jws
 from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.keys import KeyAlgorithm, PrivateKey
-from bonseyes_py.pki.roles import Role
+from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.pki.verify import TrustStore, utcnow
 
 DEFAULT_HOST_LICENCE_VALIDITY = dt.timedelta(minutes=15)
@@ -84,6 +84,11 @@ class LicenceIssuer:
     def host_audience(self, host_id: str) -> str:
         return self.ca.identity(Role.HOST, host_id).uri
 
+    def _runtime_uris(self, runtime: RuntimeID) -> tuple[str, str]:
+        # RuntimeID validated host_id and derived its name, so the name checks of ca.identity are skipped.
+        domain = self.ca.trust_domain
+        return Identity(domain, Role.RUNTIME, runtime.name).uri, Identity(domain, Role.HOST, runtime.host_id).uri
+
     def issue_host_licence(self, runtime: RuntimeID, *, validity: dt.timedelta = DEFAULT_HOST_LICENCE_VALIDITY,
                            terms: dict[str, Any] | None = None, runtime_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256,
                            now: dt.datetime | None = None) -> HostLicence:
@@ -120,10 +125,11 @@ class LicenceIssuer:
 
     def _claims(self, runtime: RuntimeID, certificate: x509.Certificate, validity: dt.timedelta,
                 now: dt.datetime, terms: dict[str, Any] | None) -> dict[str, Any]:
+        subject, audience = self._runtime_uris(runtime)
         return {
             "iss": self.issuer_uri,
-            "sub": self.ca.identity(Role.RUNTIME, runtime.name).uri,
-            "aud": self.host_audience(runtime.host_id),
+            "sub": subject,
+            "aud": audience,
             "iat": timestamp(now),
             "nbf": timestamp(now),
             "exp": timestamp(now + validity),
