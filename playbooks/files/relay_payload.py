@@ -65,7 +65,8 @@ def send():
     context = ssl.create_default_context(cafile=CA)
     context.load_cert_chain(CERT, KEY)
     message = f"hello-from-stage-{POSITION}".encode()
-    for _ in range(600):
+    last = None
+    for _attempt in range(600):
         try:
             request = urllib.request.Request(url + "/data", data=message, method="POST")  # noqa: S310 (https URL from BM)
             with urllib.request.urlopen(request, context=context, timeout=5) as response:  # noqa: S310

@@ -174,8 +174,8 @@ class ArtefactModule(BonseyesModule):
     def _result(self, register, record, artefact, before):
         view = None
         if artefact is not None:
-            view = {k: v for k, v in artefact.as_dict().items() if k in ("name", "owner", "digest", "reference",
-                                                                          "policies", "size")}
+            shown = ("name", "owner", "digest", "reference", "policies", "size")
+            view = {k: v for k, v in artefact.as_dict().items() if k in shown}
         result = dict(changed=register or record, registered=register, recorded=record, artefact=view)
         if self.diff_mode:
             result["diff"] = dict(before=before, after=dict(catalogue="present", sm="present"))

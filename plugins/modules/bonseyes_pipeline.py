@@ -47,7 +47,7 @@ options:
     description: The stages, in order; stage N sends to stage N+1. Required with O(state=started).
     type: list
     elements: dict
-    options:
+    suboptions:
       artefact_id:
         description: Artefact the stage runs.
         type: str
@@ -113,8 +113,8 @@ class PipelineModule(BonseyesModule):
     argument_spec = dict(
         state=dict(type="str", choices=["started", "stopped"], default="started"),
         premise=dict(type="str"),
-        stages=dict(type="list", elements="dict", options=dict(artefact_id=dict(type="str", required=True),
-                                                                host_id=dict(type="str", required=True))),
+        stages=dict(type="list", elements="dict",
+                    options=dict(artefact_id=dict(type="str", required=True), host_id=dict(type="str", required=True))),
         pipeline_id=dict(type="str"),
     )
     module_kwargs = dict(supports_check_mode=True,
@@ -132,6 +132,12 @@ class PipelineModule(BonseyesModule):
         pipeline_id = requested["pipeline_id"]
         started = self.sm_call("POST", f"/v1/pipelines/{pipeline_id}/start")
         stages = [_stage(s) for s in started.get("stages", [])]
+        # The start answer may carry only positions and statuses: name each stage by what was asked for it.
+        for stage in stages:
+            position = stage.get("position")
+            if isinstance(position, int) and 0 <= position < len(self.params["stages"]):
+                for key in ("artefact_id", "host_id"):
+                    stage.setdefault(key, self.params["stages"][position][key])
         failed = [s for s in stages if s.get("status") != "running"]
         if failed:
             detail = "; ".join(f"stage {s.get('position')} ({s.get('artefact_id')} on {s.get('host_id')}): "

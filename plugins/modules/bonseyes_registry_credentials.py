@@ -104,7 +104,7 @@ class RegistryCredentialsModule(BonseyesModule):
             return False
         with open(htpasswd) as handle:
             for line in handle:
-                user, _, hashed = line.strip().partition(":")
+                user, _sep, hashed = line.strip().partition(":")
                 if user == username and hashed:
                     return bcrypt.checkpw(password.encode(), hashed.encode())
         return False

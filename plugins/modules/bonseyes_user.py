@@ -125,9 +125,9 @@ class UserModule(BonseyesModule):
             return self._result(False, local, "present")
         if self.check_mode:
             return self._result(True, None, "absent")
-        answer = self.sm_call("POST", "/v1/users", dict(user_id=user_id, csr=csr_pem.decode("ascii"),
-                                                         role=self.params["role"],
-                                                         organisation=self.params["organisation"]), expect=(201,))
+        enrolment = dict(user_id=user_id, csr=csr_pem.decode("ascii"), role=self.params["role"],
+                         organisation=self.params["organisation"])
+        answer = self.sm_call("POST", "/v1/users", enrolment, expect=(201,))
         chain = load_certificate_chain(answer["chain"].encode())
         intermediates = "".join(c.public_bytes(_pem()).decode() for c in chain if c.issuer != c.subject)
         directory = os.path.dirname(cert_path) or "."
