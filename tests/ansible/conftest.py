@@ -107,3 +107,49 @@ def installed_collections() -> str:
     subprocess.run(["bash", str(REPO / "scripts/install_collections.sh")], check=True, cwd=REPO,
                    capture_output=True, text=True, timeout=600)
     return str(REPO / ".ansible/collections")
+
+
+# -- a real Security Manager for the modules that talk to one --------------------------------------
+
+
+def _sm_fixtures() -> Any:
+    """tests/sm/conftest.py as a plain module (``sm_conftest``): its ``launch_sm`` and ``World`` are reused
+    rather than copied, so these tests start the SM exactly the way the SM's own tests do (init_sm, then
+    ``python -m bonseyes_py.sm`` under gunicorn with mTLS on a free loopback port)."""
+    import importlib.util
+
+    sm_tests = REPO / "tests" / "sm"
+    if str(sm_tests) not in sys.path:
+        sys.path.insert(0, str(sm_tests))
+    if "sm_conftest" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sm_conftest", sm_tests / "conftest.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["sm_conftest"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["sm_conftest"]
+
+
+@pytest.fixture(scope="session")
+def sm_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real SM for the session; tests make their own users, hosts and premises (unique names)."""
+    fixtures = _sm_fixtures()
+    server = fixtures.launch_sm(tmp_path_factory.mktemp("sm"))
+    yield server
+    fixtures.stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def sm_world(sm_service: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    world = _sm_fixtures().World(sm_service, tmp_path_factory.mktemp("world"))
+    yield world
+    world.close()
+
+
+@pytest.fixture
+def sm_admin_args(sm_service: Any) -> dict[str, Any]:
+    """The sm_connection options of the SM's first admin."""
+    config = sm_service.config
+    return {"sm_url": sm_service.base_url, "client_cert": str(config.admin_certificate),
+            "client_key": str(config.admin_key), "ca_cert": str(config.ca_bundle)}
