@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
@@ -152,9 +153,9 @@ class PipelineOperations(SMCore):
             if self.bm_client is None:
                 raise BonseyesModuleError("this SM has no BM client configured", check="bm-unreachable")
             trust = self.trust_store()
+            answers = self._fetch_everywhere(by_host, endpoints)
             for host_id, entries in by_host.items():
-                digests = sorted({image.digest for _, image in entries})
-                answer = self.bm_client.fetch_images(endpoints[host_id], digests)
+                answer = answers[host_id]
                 for stage, image in entries:
                     computed = answer.get(image.digest)
                     reported[stage.id] = computed or ""
@@ -178,16 +179,43 @@ class PipelineOperations(SMCore):
             found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id).status = "ready"
             self.audit(session, actor, "pipeline-ready", pipeline_id, digests_verified=len(reported))
 
+    def _fetch_everywhere(self, by_host: dict[str, list[tuple[PipelineStage, Image]]],
+                          endpoints: dict[str, BonseyesModuleEndpoint]) -> dict[str, dict[str, str]]:
+        """Step 3 on every BM at once: pulls run in parallel, so set-up time is the slowest host's."""
+        assert self.bm_client is not None
+        client = self.bm_client
+
+        def fetch(host_id: str) -> dict[str, str]:
+            return client.fetch_images(endpoints[host_id], sorted({image.digest for _, image in by_host[host_id]}))
+
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(by_host)))) as pool:
+            futures = {host_id: pool.submit(fetch, host_id) for host_id in by_host}
+            # Every fetch finishes before the first failure is raised, so the abort that follows
+            # removes images from hosts that were still pulling too.
+            outcomes = {host_id: future.exception() or future.result() for host_id, future in futures.items()}
+        for outcome in outcomes.values():
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
     def _abort(self, actor: Identity, pipeline_id: str, by_host: dict[str, list[tuple[PipelineStage, Image]]],
                endpoints: dict[str, BonseyesModuleEndpoint], reported: dict[int, str], failure: BonseyesError) -> None:
         removal_errors = []
-        for host_id, entries in by_host.items():
-            try:
-                if self.bm_client is not None:
-                    self.bm_client.remove_images(endpoints[host_id], sorted({i.digest for _, i in entries}))
-            except BonseyesError as exc:
+        client = self.bm_client
+
+        def remove(host_id: str) -> None:
+            if client is not None:
+                client.remove_images(endpoints[host_id], sorted({i.digest for _, i in by_host[host_id]}))
+
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(by_host)))) as pool:
+            futures = {host_id: pool.submit(remove, host_id) for host_id in by_host}
+        for host_id, future in futures.items():
+            exc = future.exception()
+            if isinstance(exc, BonseyesError):
                 removal_errors.append(f"{host_id}: {exc}")
                 log.warning("could not tell BM of %s to remove images of pipeline %s: %s", host_id, pipeline_id, exc)
+            elif exc is not None:
+                raise exc
         with self.transaction() as session:
             for stage_row in session.execute(select(PipelineStage).where(
                     PipelineStage.pipeline_id == pipeline_id)).scalars():
