@@ -210,7 +210,7 @@ class LicenceOperations(SMCore):
                                                       check="host-ip"))
             user = found(_part(subjects, "u_", USERS), "user", user_id)
             require(not user.revoked, Forbidden(f"user {user_id} is revoked", check="revoked"))
-            image_artefact = subjects.image_artefact
+            image_artefact = subjects.image_artefact if subjects is not None else None
             found(image_artefact, "image", image_digest)
             require(image_artefact == artefact_id,
                     NotFoundError(f"image {image_digest} is not an image of artefact {artefact_id}"))
