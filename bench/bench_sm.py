@@ -7,9 +7,10 @@ Rows (each client is a separate process; latencies are per request, measured in 
 
 - host licence, kept-alive connections (one ``requests.Session`` per client);
 - host licence, a new TLS connection per request (a fresh Session each time);
-- ``/v1/ping`` (mTLS, same server, same TLS settings), both ways: the cost of the stack alone;
+- ``/v1/ping`` (mTLS, same server, same TLS settings, same host certificate and source address),
+  both ways: the cost of the stack alone;
 - the in-process ceiling: ``LicenceIssuer.issue_host_licence`` in a loop (no HTTP, no DB, no policy);
-- heartbeats with ``--hosts`` registered hosts, each client cycling over its share of host identities
+- heartbeats with ``--hosts`` registered hosts (already online), each client cycling over its share of host identities
   with kept-alive connections.
 
 Set-up (``bench/sm_lab.py``) writes the users, host, premise, artefact, ready pipeline and the
@@ -118,7 +119,8 @@ def main() -> None:
         lab = build_bench_lab(directory, heartbeat_ttl_seconds=3600,
                               sqlite_synchronous=args.sqlite_synchronous)
         started = time.perf_counter()
-        hosts = lab.register_hosts(args.hosts)
+        # Pre-marked online from HOST_IP, so the heartbeat row measures refreshes, not first sightings.
+        hosts = lab.register_hosts(args.hosts, ip=HOST_IP)
         registration = time.perf_counter() - started
         config = lab.sm.config
         lab.sm.close()
@@ -133,7 +135,6 @@ def main() -> None:
             admin = (str(config.admin_certificate), str(config.admin_key))
             wait_ready(base_url, admin, root, server, log)
             host_id = [[lab.host_identity]]
-            admin_id = [[admin]]
             body = lab.licence_request
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(args.clients) as pool:
@@ -142,9 +143,10 @@ def main() -> None:
                     rows.append((f"host licence, {label}", measure(
                         pool, args.clients, base_url, "/v1/licences/host", host_id, root, "POST", body,
                         keepalive, args.seconds, source_ip=HOST_IP)))
+                    # The same client certificate (with its chain) and source address as the licence row.
                     rows.append((f"/v1/ping, {label}", measure(
-                        pool, args.clients, base_url, "/v1/ping", admin_id, root, "GET", None, keepalive,
-                        args.seconds)))
+                        pool, args.clients, base_url, "/v1/ping", host_id, root, "GET", None, keepalive,
+                        args.seconds, source_ip=HOST_IP)))
                 sm = SecurityManager.open(config)
                 rows.append(("in-process issue_host_licence (1 core)", in_process_ceiling(sm, args.seconds)))
                 sm.close()
