@@ -19,6 +19,7 @@ PACKAGES=(
   "neutron==${NEUTRON_VERSION:-29.0.0}"
   "python-openstackclient"
   "gunicorn"
+  "psycopg2-binary"
 )
 STAMP_TEXT="${PACKAGES[*]}"
 stamp=$VENV/.bonseyes-stamp
@@ -29,6 +30,9 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
 fi
+
+# PostgreSQL serves Nova's databases (see controlplane.py: start_postgres).
+bash "$(dirname "$0")/../install_postgres.sh" >/dev/null
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$STAMP_TEXT" ]; then
   echo "[openstack] cached venv at $VENV (${PACKAGES[*]})"

@@ -10,6 +10,7 @@ application class directly and clears ``sys.argv`` before the service module is 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -22,7 +23,8 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in {"bind": self.bind, "workers": 1, "threads": 8, "worker_class": "gthread",
+        threads = int(os.environ.get("BONSEYES_WSGI_THREADS", "8"))
+        for key, value in {"bind": self.bind, "workers": 1, "threads": threads, "worker_class": "gthread",
                            "timeout": 300, "graceful_timeout": 2, "proc_name": self.name,
                            "control_socket_disable": True}.items():
             if key in self.cfg.settings:
