@@ -24,6 +24,7 @@ from cryptography import x509
 from bonseyes_py.bl import layout
 from bonseyes_py.bm import records as rec
 from bonseyes_py.bm.config import BMConfig
+from bonseyes_py.bm.devices import device_requests_for
 from bonseyes_py.bm.images import FetchResult, ImageStore
 from bonseyes_py.bm.records import RecordStore, RuntimeRecord
 from bonseyes_py.bm.sm_client import SMClient, SMRefused, is_final_refusal
@@ -160,6 +161,7 @@ class BonseyesModule:
             host_id=self.host_id, host_ip=self.config.bind_ip, image_digest=digest, nonce=nonce,
             artefact_id=artefact_id, user_id=user_id, runtime_certificate=runtime_chain[0]))
         runtime = RuntimeID.from_claim(claims["runtime"])
+        device_requests = device_requests_for(claims.get("terms") or {})
         timings["host_licence"] = time.perf_counter() - started
 
         record = RuntimeRecord(nonce=nonce, runtime_name=runtime.name, pipeline_id=pipeline_id, position=position,
@@ -188,7 +190,9 @@ class BonseyesModule:
                 volumes={str(directory): {"bind": layout.LICENCE_DIR, "mode": "ro"}},
                 environment={**stage_env, "BONSEYES_HOST_IP": self.config.bind_ip},
                 labels={LABEL_HOST: self.host_id, LABEL_NONCE: nonce, LABEL_RUNTIME: runtime.name,
-                        LABEL_PIPELINE: pipeline_id})
+                        LABEL_PIPELINE: pipeline_id},
+                # GPUs only when the host licence grants them (terms["gpus"], see bm/devices.py).
+                **({"device_requests": device_requests} if device_requests else {}))
             record.container_id = str(container.id)
             self.store.save(record)
             timings["container_start"] = time.perf_counter() - started

@@ -251,6 +251,9 @@ class LicenceOperations(SMCore):
                                 host_id=host.host_id, nonce=nonce, host_ip=peer_ip)
             terms = {"premise": premise.name, "policy_revision": decision.policy_revision,
                      "pipeline_id": pipeline.pipeline_id, "max_instances": artefact.max_instances}
+            if artefact.requires_gpu:
+                # The policy allowed a GPU artefact on this host: BM requests its GPUs for the container.
+                terms["gpus"] = host.gpu_count
             licence = self.issuer.issue_host_licence(runtime, validity=validity, terms=terms,
                                                      now=dt.datetime.fromtimestamp(now, dt.UTC))
             jti = licence.claims["jti"]
