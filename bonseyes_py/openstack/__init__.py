@@ -1,0 +1,1 @@
+"""OpenStack provisioning of virtual premises (the paper's HPCaaS deployment), for ``bonseyes deploy``."""
