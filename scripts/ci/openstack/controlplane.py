@@ -144,7 +144,7 @@ key_repository = {STATE / 'keystone-credential'}
     (ETC / "placement").mkdir()
     (ETC / "placement" / "placement.conf").write_text(f"""
 [placement_database]
-connection = {sqlite_url('placement')}
+connection = {postgres_url('placement')}
 [api]
 auth_strategy = keystone
 {authtoken(password, 'placement')}
@@ -369,6 +369,10 @@ def start() -> None:
          "--bootstrap-internal-url", url(PORTS.keystone, "/v3"), "--bootstrap-region-id", REGION])
     wsgi("keystone", "keystone.wsgi.api", PORTS.keystone, {"OS_KEYSTONE_CONFIG_DIR": str(ETC / "keystone")})
 
+    wait_port(PORTS.postgres, "postgres")
+    for database in ("placement", "nova_api", "nova_cell0", "nova_cell1"):
+        run(["runuser", "-u", "postgres", "--", str(pg_bin() / "createdb"), "-h", HOST, "-p", str(PORTS.postgres),
+             database])
     run([str(BIN / "placement-manage"), "--config-file", str(ETC / "placement" / "placement.conf"), "db", "sync"])
     run([str(BIN / "glance-manage"), "--config-file", str(ETC / "glance" / "glance-api.conf"), "db_sync"])
     neutron_conf = ["--config-file", str(ETC / "neutron" / "neutron.conf"),
@@ -379,10 +383,6 @@ def start() -> None:
          "head.get_metadata().create_all(sqlalchemy.create_engine(sys.argv[1]))", sqlite_url("neutron")])
     run([str(BIN / "neutron-db-manage"), *neutron_conf, "stamp", "heads"])
     register_l2_agent()
-    wait_port(PORTS.postgres, "postgres")
-    for database in ("nova_api", "nova_cell0", "nova_cell1"):
-        run(["runuser", "-u", "postgres", "--", str(pg_bin() / "createdb"), "-h", HOST, "-p", str(PORTS.postgres),
-             database])
     nconf = ["--config-file", str(ETC / "nova" / "nova.conf")]
     nova_manage = [str(BIN / "nova-manage"), *nconf]
     run([*nova_manage, "api_db", "sync"])
@@ -390,7 +390,7 @@ def start() -> None:
     run([*nova_manage, "cell_v2", "create_cell", "--name", "cell1", "--verbose"])
     run([*nova_manage, "db", "sync"])
 
-    use_wal(["keystone", "placement", "glance", "neutron"])
+    use_wal(["keystone", "glance", "neutron"])
     wait_port(PORTS.keystone, "keystone")
     register_services(password)
     wsgi("placement", "placement.wsgi.api", PORTS.placement, {"OS_PLACEMENT_CONFIG_DIR": str(ETC / "placement")})
@@ -419,12 +419,13 @@ def pg_bin() -> Path:
 
 
 def start_postgres() -> None:
-    """A private PostgreSQL cluster for Nova's three databases.
+    """A private PostgreSQL cluster for Placement's and Nova's databases.
 
-    SQLite serves the other services, but Nova's API, conductor and scheduler write the same
-    databases from separate processes inside long transactions; SQLite then answers "database is
-    locked" at once (a lock upgrade it refuses to wait for), and builds fail at random. Measured here
-    with 3 parallel server creates; PostgreSQL has no such failure.
+    SQLite serves Keystone, Glance and Neutron (one API thread). Nova's API, conductor and scheduler
+    write the same databases from separate processes inside long transactions, and Placement takes
+    concurrent allocation claims; SQLite then answers "database is locked" at once (a lock upgrade it
+    refuses to wait for): servers fail with "No valid host" (allocation HTTP 500) or build errors at
+    random. Seen here with 3-6 parallel server creates; PostgreSQL has no such failure.
     """
     data = STATE / "postgres"
     data.mkdir()
