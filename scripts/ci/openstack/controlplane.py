@@ -18,7 +18,8 @@ there). What runs, each as its own process:
   alive. Nothing else about Neutron is stubbed: ports, security groups, networks, subnets and
   routers are Neutron's own.
 
-Every start resets all databases (SQLite files under the state directory), because the fake driver
+Every start resets all databases (a fresh private PostgreSQL cluster, and Neutron's SQLite file,
+under the state directory: see ``start_postgres`` for why not SQLite throughout), because the fake driver
 makes a new compute-node identity each start, and because tests want a known, empty cloud. The
 result is a ``clouds.yaml`` (0600) in the state directory with an admin cloud ``bonseyes-local``.
 
@@ -131,7 +132,7 @@ def write_configs(password: str) -> None:
 [DEFAULT]
 log_dir = {LOG}
 [database]
-connection = {sqlite_url('keystone')}
+connection = {postgres_url('keystone')}
 [token]
 provider = fernet
 [fernet_tokens]
@@ -155,7 +156,7 @@ auth_strategy = keystone
 [DEFAULT]
 enabled_backends = fs:file
 [database]
-connection = {sqlite_url('glance')}
+connection = {postgres_url('glance')}
 [glance_store]
 default_backend = fs
 [fs]
@@ -358,6 +359,10 @@ def start() -> None:
     spawn("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=rabbit_env)
 
     start_postgres()
+    wait_port(PORTS.postgres, "postgres")
+    for database in ("keystone", "glance", "placement", "nova_api", "nova_cell0", "nova_cell1"):
+        run(["runuser", "-u", "postgres", "--", str(pg_bin() / "createdb"), "-h", HOST, "-p", str(PORTS.postgres),
+             database])
 
     kconf = ETC / "keystone" / "keystone.conf"
     manage = [str(BIN / "keystone-manage"), "--config-file", str(kconf)]
@@ -369,10 +374,6 @@ def start() -> None:
          "--bootstrap-internal-url", url(PORTS.keystone, "/v3"), "--bootstrap-region-id", REGION])
     wsgi("keystone", "keystone.wsgi.api", PORTS.keystone, {"OS_KEYSTONE_CONFIG_DIR": str(ETC / "keystone")})
 
-    wait_port(PORTS.postgres, "postgres")
-    for database in ("placement", "nova_api", "nova_cell0", "nova_cell1"):
-        run(["runuser", "-u", "postgres", "--", str(pg_bin() / "createdb"), "-h", HOST, "-p", str(PORTS.postgres),
-             database])
     run([str(BIN / "placement-manage"), "--config-file", str(ETC / "placement" / "placement.conf"), "db", "sync"])
     run([str(BIN / "glance-manage"), "--config-file", str(ETC / "glance" / "glance-api.conf"), "db_sync"])
     neutron_conf = ["--config-file", str(ETC / "neutron" / "neutron.conf"),
@@ -390,7 +391,7 @@ def start() -> None:
     run([*nova_manage, "cell_v2", "create_cell", "--name", "cell1", "--verbose"])
     run([*nova_manage, "db", "sync"])
 
-    use_wal(["keystone", "glance", "neutron"])
+    use_wal(["neutron"])
     wait_port(PORTS.keystone, "keystone")
     register_services(password)
     wsgi("placement", "placement.wsgi.api", PORTS.placement, {"OS_PLACEMENT_CONFIG_DIR": str(ETC / "placement")})
@@ -419,13 +420,14 @@ def pg_bin() -> Path:
 
 
 def start_postgres() -> None:
-    """A private PostgreSQL cluster for Placement's and Nova's databases.
+    """A private PostgreSQL cluster for Keystone, Glance, Placement and Nova.
 
-    SQLite serves Keystone, Glance and Neutron (one API thread). Nova's API, conductor and scheduler
-    write the same databases from separate processes inside long transactions, and Placement takes
-    concurrent allocation claims; SQLite then answers "database is locked" at once (a lock upgrade it
-    refuses to wait for): servers fail with "No valid host" (allocation HTTP 500) or build errors at
-    random. Seen here with 3-6 parallel server creates; PostgreSQL has no such failure.
+    SQLite stays for Neutron only (one API thread, schema built from its models). With SQLite, every
+    service that writes from several threads or processes at once got "database is locked" answered
+    at once (a lock upgrade SQLite refuses to wait for, whatever the busy timeout): Keystone token
+    requests failed with HTTP 500 at start-up, Placement allocation claims failed ("No valid host"),
+    and Nova builds failed at random, seen here with 3-6 parallel server creates. PostgreSQL (Debian,
+    the same binaries the SM tests use) has no such failure.
     """
     data = STATE / "postgres"
     data.mkdir()
