@@ -1,7 +1,9 @@
 """The role scenarios under molecule/ (Docker driver): ``molecule test -s <scenario>`` for each.
 
-Each scenario: destroy, create, converge, idempotence (a second converge reports no change), verify,
-destroy. Nothing is pulled: the test host image is built here from the local
+Each scenario: destroy, create, (prepare), converge, idempotence (a second converge reports no change),
+verify, destroy. The bonseyes_module scenario's prepare step deploys a real Security Manager (the
+security_manager role and the owner's enrolment) in its container for the BM to enrol with, and mounts the
+engine's socket, which the BM drives. Nothing is pulled: the test host image is built here from the local
 bonseyes/base-python:bookworm (molecule/shared/Dockerfile, ``--network none``), and the containers mount
 the repository, its .venv and the venv's Python read-only at their host paths, so bonseyes_py and
 supervisor are importable offline. Containers use the host network (the engine has no bridge network),
@@ -54,10 +56,12 @@ def test_molecule_scenario(molecule_image: str, scenario: str) -> None:
         BONSEYES_MOLECULE_SM_PORT=str(free_port()),
         BONSEYES_MOLECULE_REGISTRY_PORT=str(free_port()),
         BONSEYES_MOLECULE_REGISTRY_PULL_PORT=str(free_port()),
+        BONSEYES_MOLECULE_BM_PORT=str(free_port()),
     )
     run = subprocess.run([str(VENV_BIN / "molecule"), "test", "-s", scenario], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=500, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
-    for step in ("converge", "idempotence", "verify"):
+    steps = ("prepare",) if (REPO / "molecule" / scenario / "prepare.yml").exists() else ()
+    for step in (*steps, "converge", "idempotence", "verify"):
         assert f"[{scenario} > {step}] Executed: Successful" in output, output[-6000:]
