@@ -14,10 +14,16 @@ description:
     (C(POST /v1/pipelines)) the SM checks the premise's policy and every stage's BM fetches the image and
     verifies its digest (step 3) then starts it (C(POST /v1/pipelines/<id>/start)) each BM gets a host licence,
     starts the container with its private licence mount, and the Bonseyes Layer in it obtains the artefact
-    licence before the payload runs (steps 4 to 6).
-  - Starting a pipeline always makes a new one, so O(state=started) always reports a change; the task fails,
-    naming the stage and its detail, when a stage does not reach C(running).
-  - With O(state=stopped), stops O(pipeline_id) and reports a change only when a stage was still running.
+    licence before the payload runs (steps 4 to 6). The task fails, naming the stage and its detail, when a
+    stage does not reach C(running).
+  - The SM knows pipelines only by the ID it makes for each request. With O(name), the module keeps the ID of
+    the named pipeline in O(record_dir) on the managed host, so the task is idempotent: O(state=started) leaves
+    alone a named pipeline whose every stage the SM reports C(running) with the same O(premise) and O(stages);
+    it starts a new one when the recorded one stopped or failed, and stops the recorded one first when its
+    definition differs. O(state=stopped) stops the named pipeline and reports a change only when a stage was
+    still running.
+  - Without O(name), every O(state=started) run requests and starts a new pipeline and reports a change;
+    O(state=stopped) then needs O(pipeline_id).
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
@@ -28,18 +34,30 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Starts and stops nothing; O(state=stopped) reads the runtime status to predict the change.
+    details: Starts and stops nothing and writes no record; it reads the recorded pipeline's runtime status at the
+      SM to predict the change.
   diff_mode:
-    support: none
+    support: full
+    details: Before and after are the pipeline ID and its status.
   idempotent:
     support: partial
-    details: O(state=stopped) is idempotent; O(state=started) starts a new pipeline on every run.
+    details: With O(name) both states are idempotent; without it O(state=started) starts a new pipeline on
+      every run, and O(state=stopped) is idempotent.
 options:
   state:
-    description: Whether to start a new pipeline or stop O(pipeline_id).
+    description: Whether the pipeline should run or be stopped.
     type: str
     choices: [started, stopped]
     default: started
+  name:
+    description:
+      - Name of the pipeline on this managed host; the key of its record in O(record_dir).
+      - Letters, digits, C(.), C(_) and C(-) only.
+    type: str
+  record_dir:
+    description: Directory (made C(0700)) of the name to pipeline ID records, one C(<name>.json) (C(0600)) each.
+      Required with O(name).
+    type: path
   premise:
     description: Premise the pipeline runs in. Required with O(state=started).
     type: str
@@ -57,13 +75,15 @@ options:
         type: str
         required: true
   pipeline_id:
-    description: The pipeline to stop. Required with O(state=stopped).
+    description: The pipeline to stop, when it has no O(name). O(state=stopped) needs O(pipeline_id) or O(name).
     type: str
 """
 
 EXAMPLES = r"""
-- name: Run the two-stage demo pipeline
+- name: Ensure the two-stage demo pipeline runs (a re-run leaves it alone)
   bonseyes.vp.bonseyes_pipeline:
+    name: demo
+    record_dir: /var/lib/bonseyes/users/demo-user/pipelines
     premise: local
     stages:
       - {artefact_id: demo-sender, host_id: "{{ host_id }}"}
@@ -77,7 +97,18 @@ EXAMPLES = r"""
 - name: Stop it
   bonseyes.vp.bonseyes_pipeline:
     state: stopped
-    pipeline_id: "{{ pipeline.pipeline_id }}"
+    name: demo
+    record_dir: /var/lib/bonseyes/users/demo-user/pipelines
+    sm_url: https://127.0.0.1:8443
+    client_cert: /var/lib/bonseyes/users/demo-user/user.pem
+    client_key: /var/lib/bonseyes/users/demo-user/user.key
+    ca_cert: /var/lib/bonseyes/sm/tls/ca-bundle.pem
+
+- name: Start a one-off pipeline (a new one on every run)
+  bonseyes.vp.bonseyes_pipeline:
+    premise: local
+    stages:
+      - {artefact_id: demo-sender, host_id: "{{ host_id }}"}
     sm_url: https://127.0.0.1:8443
     client_cert: /var/lib/bonseyes/users/demo-user/user.pem
     client_key: /var/lib/bonseyes/users/demo-user/user.key
@@ -86,10 +117,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pipeline_id:
-  description: ID of the pipeline; null in check mode with O(state=started).
+  description: ID of the pipeline; null in check mode when a new one would start, and when O(state=stopped) found
+    no record of O(name).
   returned: success
   type: str
-  sample: p-1b2c3d4e5f
+  sample: pl-1b2c3d4e5f
 status:
   description: Status of the pipeline after the call (C(running), C(stopped), or C(would start) in check mode).
   returned: success
@@ -101,59 +133,143 @@ stages:
   type: list
   elements: dict
   sample: [{"position": 0, "artefact_id": "demo-sender", "status": "running"}]
+replaced:
+  description: ID of the running pipeline of O(name) that was stopped (or would be) because its definition differs.
+  returned: when a named pipeline was replaced
+  type: str
+  sample: pl-0a1b2c3d4e
 """
+
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import BonseyesModule  # noqa: E402
 
 STAGE_KEYS = ("position", "artefact_id", "host_id", "status", "reported_digest", "digest", "nonce", "detail",
               "container_id", "runtime_name", "port")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ENDED = ("stopped", "aborted", "failed")
 
 
 class PipelineModule(BonseyesModule):
     argument_spec = dict(
         state=dict(type="str", choices=["started", "stopped"], default="started"),
+        name=dict(type="str"),
+        record_dir=dict(type="path"),
         premise=dict(type="str"),
         stages=dict(type="list", elements="dict",
                     options=dict(artefact_id=dict(type="str", required=True), host_id=dict(type="str", required=True))),
         pipeline_id=dict(type="str"),
     )
     module_kwargs = dict(supports_check_mode=True,
+                         required_together=[("name", "record_dir")],
+                         mutually_exclusive=[("name", "pipeline_id")],
                          required_if=[("state", "started", ("premise", "stages")),
-                                      ("state", "stopped", ("pipeline_id",))])
+                                      ("state", "stopped", ("pipeline_id", "name"), True)])
     sm_connection = True
 
     def run(self):
+        name = self.params["name"]
+        if name is not None and not NAME_PATTERN.match(name):
+            self.fail(msg=f"name {name!r} may hold only letters, digits, '.', '_' and '-' (up to 128)", check="input")
+        record = self._read_record() if name else None
         if self.params["state"] == "stopped":
-            return self._stop()
+            pipeline_id = self.params["pipeline_id"] or (record or {}).get("pipeline_id")
+            return self._stop(pipeline_id)
+        return self._start(record)
+
+    # -- started --------------------------------------------------------------------------------------
+
+    def _start(self, record):
+        wanted = dict(premise=self.params["premise"],
+                      stages=[dict(artefact_id=s["artefact_id"], host_id=s["host_id"]) for s in self.params["stages"]])
+        before = dict(pipeline_id=None, status="absent")
+        replaced = None
+        if record is not None:
+            current = self.sm_call("GET", f"/v1/pipelines/{record['pipeline_id']}/runtime", missing_ok=True)
+            if current is not None:
+                running = _running(current)
+                before = dict(pipeline_id=record["pipeline_id"], status="running" if running else "stopped")
+                same = record.get("premise") == wanted["premise"] and record.get("stages") == wanted["stages"]
+                if running and same:
+                    return self._result(False, record["pipeline_id"], "running", current.get("stages", []), before)
+                if running:
+                    replaced = record["pipeline_id"]
         if self.check_mode:
-            return dict(changed=True, pipeline_id=None, status="would start", stages=[])
-        requested = self.sm_call("POST", "/v1/pipelines", dict(premise=self.params["premise"],
-                                                               stages=self.params["stages"]), expect=(201,))
+            return self._result(True, None, "would start", [], before, replaced=replaced)
+        if replaced is not None:
+            self.sm_call("POST", f"/v1/pipelines/{replaced}/stop")
+        requested = self.sm_call("POST", "/v1/pipelines", wanted, expect=(201,))
         pipeline_id = requested["pipeline_id"]
+        if self.params["name"]:
+            # Recorded before the start, so a pipeline whose start fails can still be stopped by name.
+            self._write_record(dict(wanted, name=self.params["name"], pipeline_id=pipeline_id,
+                                    sm_url=self.params["sm_url"]))
         started = self.sm_call("POST", f"/v1/pipelines/{pipeline_id}/start")
         stages = [_stage(s) for s in started.get("stages", [])]
         # The start answer may carry only positions and statuses: name each stage by what was asked for it.
         for stage in stages:
             position = stage.get("position")
-            if isinstance(position, int) and 0 <= position < len(self.params["stages"]):
+            if isinstance(position, int) and 0 <= position < len(wanted["stages"]):
                 for key in ("artefact_id", "host_id"):
-                    stage.setdefault(key, self.params["stages"][position][key])
+                    stage.setdefault(key, wanted["stages"][position][key])
         failed = [s for s in stages if s.get("status") != "running"]
         if failed:
             detail = "; ".join(f"stage {s.get('position')} ({s.get('artefact_id')} on {s.get('host_id')}): "
                                f"{s.get('status')} {s.get('detail') or ''}".strip() for s in failed)
             self.fail(msg=f"pipeline {pipeline_id} did not start: {detail}", check="pipeline-start",
                       pipeline_id=pipeline_id, stages=stages)
-        return dict(changed=True, pipeline_id=pipeline_id, status="running", stages=stages)
+        return self._result(True, pipeline_id, "running", stages, before, replaced=replaced)
 
-    def _stop(self):
-        pipeline_id = self.params["pipeline_id"]
+    # -- stopped --------------------------------------------------------------------------------------
+
+    def _stop(self, pipeline_id):
+        if pipeline_id is None:
+            # A name never started here: nothing runs under it.
+            return self._result(False, None, "stopped", [], dict(pipeline_id=None, status="absent"))
         status = self.sm_call("GET", f"/v1/pipelines/{pipeline_id}/runtime")
         running = any(s.get("status") not in ("stopped", "failed", "removed") for s in status.get("stages", []))
+        before = dict(pipeline_id=pipeline_id, status="running" if running else "stopped")
         if running and not self.check_mode:
             status = self.sm_call("POST", f"/v1/pipelines/{pipeline_id}/stop")
-        return dict(changed=running, pipeline_id=pipeline_id, status="stopped",
-                    stages=[_stage(s) for s in status.get("stages", [])])
+        return self._result(running, pipeline_id, "stopped", status.get("stages", []), before)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _result(self, changed, pipeline_id, status, stages, before, replaced=None):
+        result = dict(changed=changed, pipeline_id=pipeline_id, status=status, stages=[_stage(s) for s in stages])
+        if replaced is not None:
+            result["replaced"] = replaced
+        if self.diff_mode:
+            result["diff"] = dict(before=before, after=dict(pipeline_id=pipeline_id, status=status))
+        return result
+
+    def _record_path(self):
+        return os.path.join(self.params["record_dir"], self.params["name"] + ".json")
+
+    def _read_record(self):
+        path = self._record_path()
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            try:
+                record = json.load(handle)
+            except ValueError as err:
+                self.fail(msg=f"pipeline record {path} is not JSON: {err}", check="pipeline-record")
+        if not isinstance(record, dict) or not isinstance(record.get("pipeline_id"), str):
+            self.fail(msg=f"pipeline record {path} holds no pipeline_id", check="pipeline-record")
+        return record
+
+    def _write_record(self, record):
+        os.makedirs(self.params["record_dir"], 0o700, exist_ok=True)
+        self.write_file_atomic(self._record_path(), json.dumps(record, indent=2, sort_keys=True).encode(), 0o600)
+
+
+def _running(status):
+    """Whether the SM reports the pipeline running: not ended, and every one of its stages running."""
+    stages = status.get("stages") or []
+    return status.get("status") not in ENDED and bool(stages) and all(s.get("status") == "running" for s in stages)
 
 
 def _stage(stage):

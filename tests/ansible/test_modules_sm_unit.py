@@ -502,3 +502,65 @@ def test_pipeline_stop_of_an_unknown_pipeline_fails_naming_it(run_module, sm_wor
     result = run_module("bonseyes_pipeline", dict(as_user, state="stopped", pipeline_id="pl-nonexistent"))
     assert result.failed
     assert "pl-nonexistent" in result["msg"]
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    ({"name": "p1"}, "record_dir"),
+    ({"name": "p1", "record_dir": "/tmp", "pipeline_id": "x", "state": "stopped"}, "mutually exclusive"),
+    ({"name": "../escape", "record_dir": "/tmp", "state": "stopped"}, "name"),
+], ids=["name-without-record-dir", "name-and-id", "name-with-slash"])
+def test_pipeline_bad_name_arguments_name_the_option(run_module, sm_admin_args, args: dict[str, Any],
+                                                     named: str) -> None:
+    result = run_module("bonseyes_pipeline", dict(sm_admin_args, **args))
+    assert result.failed
+    assert named in result["msg"]
+
+
+def test_pipeline_stopped_by_a_name_never_started_changes_nothing(run_module, sm_admin_args, tmp_path: Path) -> None:
+    for check_mode in (True, False):
+        result = run_module("bonseyes_pipeline", dict(sm_admin_args, state="stopped", name="never",
+                                                      record_dir=str(tmp_path / "records")),
+                            check_mode=check_mode, diff=True)
+        assert result.rc == 0, result
+        assert result["changed"] is False
+        assert result["pipeline_id"] is None
+        assert result["diff"]["before"] == {"pipeline_id": None, "status": "absent"}
+    assert not (tmp_path / "records").exists()
+
+
+def test_pipeline_unreadable_record_is_named(run_module, sm_admin_args, tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text("{not json")
+    result = run_module("bonseyes_pipeline", dict(sm_admin_args, state="stopped", name="broken",
+                                                  record_dir=str(tmp_path)))
+    assert result.failed
+    assert result["check"] == "pipeline-record"
+    assert str(tmp_path / "broken.json") in result["msg"]
+
+
+def test_pipeline_named_start_that_fails_is_recorded_then_stopped_by_name(run_module, sm_world, sm_admin_args,
+                                                                         tmp_path: Path) -> None:
+    """The record is written before the start, so a pipeline whose stage fails can be stopped by its name."""
+    user = sm_world.enrol_user()
+    host = sm_world.register_host(user)
+    premise = sm_world.premise(users=[user.name], hosts=[host.name])
+    artefact = sm_world.artefact(sm_world.marketplace(), user.name)
+    sm_world.start_bm(host)
+    named = dict(sm_admin_args, client_cert=str(user.cert), client_key=str(user.key), name="failing",
+                 record_dir=str(tmp_path / "records"))
+    stages = [{"artefact_id": artefact["artefact_id"], "host_id": host.name}]
+
+    checked = run_module("bonseyes_pipeline", dict(named, premise=premise["name"], stages=stages), check_mode=True)
+    assert checked["changed"] is True
+    assert not (tmp_path / "records").exists()
+    started = run_module("bonseyes_pipeline", dict(named, premise=premise["name"], stages=stages))
+    assert started["check"] == "pipeline-start"
+    record = json.loads((tmp_path / "records" / "failing.json").read_text())
+    assert record["pipeline_id"] == started["pipeline_id"]
+    assert mode_of(tmp_path / "records" / "failing.json") == 0o600
+    # The recorded pipeline is not running: the next start predicts a new one.
+    again = run_module("bonseyes_pipeline", dict(named, premise=premise["name"], stages=stages), check_mode=True)
+    assert again["changed"] is True
+    stopped = run_module("bonseyes_pipeline", dict(named, state="stopped"))
+    assert stopped.rc == 0, stopped
+    assert stopped["changed"] is False
+    assert stopped["pipeline_id"] == started["pipeline_id"]
