@@ -1,26 +1,37 @@
-"""The Bonseyes Layer entrypoint: verify the host licence, then become the artefact's own command.
+"""The Bonseyes Layer entrypoint: verify the host licence, get the artefact licence, then run the payload.
 
 Runs as PID 1 of every published artefact container, as root (the MP sets ``USER root``), so that
-what BM hands it stays out of the payload's reach until it drops to the artefact's original user.
+what BM hands it (``/run/bonseyes``, 0700 root) stays out of the reach of a payload that runs as the
+artefact's own non-root user.
 
-Steps done here (step 5 of the paper): read the metadata the MP baked into the image, verify the
-host licence that BM mounted at ``/run/bonseyes/host-licence.jwt`` against the SM root baked into
-the image (signature, chain, time window, and that it names this artefact), then ``exec`` the
-original entrypoint + command with the original environment, working directory and user.
-Step 6 (artefact licence from SM, forwarded to BM) slots in between verification and exec.
+1. Step 5: read the metadata the MP baked into the image, verify the host licence that BM mounted
+   at ``/run/bonseyes/host-licence.jwt`` against the SM root baked into the image (signature, chain,
+   time window, and that it names this artefact).
+2. Step 6 (``protocol.py``): artefact licence from the SM as the runtime, accepted by BM.
+3. BL binds the stage's published port and one loopback port per downstream stage (``relay.py``),
+   then starts the original entrypoint + command as a child, with the original environment, working
+   directory and user. BL stays PID 1: it relays the stages' mutual TLS with the runtime key (which
+   the payload never gets), forwards signals, reaps orphans, and renews the artefact licence before
+   it expires, separately from BM's host-licence renewals. A final refusal (artefact, host or user
+   revoked) or an expired licence stops the payload: BL exits with 77.
 
-Any failure ends the container with one line on stderr and a non-zero status; the payload never
-starts without a valid licence.
+Any failure before the payload starts ends the container with one line on stderr and a non-zero
+status; the payload never starts without a valid licence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from bonseyes_py.bl import layout
 
@@ -28,6 +39,9 @@ EXIT_LICENCE = 77  # EX_NOPERM
 EXIT_CONFIG = 78  # EX_CONFIG
 EXIT_NOT_FOUND = 127
 MAX_LICENCE_BYTES = 64 * 1024
+RENEW_AT = 0.5  # renew the artefact licence once half of its lifetime has passed
+RETRY_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0
 # Variables the PyInstaller bootloader adds for its own use; the payload must not inherit them.
 _BOOTLOADER_PREFIXES = ("_PYI_", "_MEIPASS")
 
@@ -124,52 +138,116 @@ def resolve_user(spec: str) -> tuple[int, int, str | None, str | None]:
     return uid, gid, name, home
 
 
-def become(original: Original, env: dict[str, str]) -> None:
+def payload_identity(original: Original) -> tuple[int, int, list[int], str | None]:
+    """uid, gid, supplementary groups and home of the artefact's ``USER`` (root when it names none)."""
     if not original.user:
-        return
+        return os.getuid(), os.getgid(), os.getgroups(), None
     uid, gid, name, home = resolve_user(original.user)
-    if os.getuid() == uid:
-        return
-    if os.getuid() != 0:
+    groups = os.getgrouplist(name, gid) if name is not None else [gid]
+    if os.getuid() != 0 and os.getuid() != uid:
         raise LayerError("user", f"running as uid {os.getuid()}, cannot switch to {original.user!r}", EXIT_CONFIG)
-    if name is not None:
-        os.initgroups(name, gid)
-    else:
-        os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if home and not any(entry.startswith("HOME=") for entry in original.env):
-        env["HOME"] = home
+    return uid, gid, groups, home
 
 
-def start_payload(original: Original, arguments: list[str]) -> NoReturn:
+def start_payload(original: Original, arguments: list[str], overrides: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the artefact's own command as a child, as its own user; BL stays PID 1."""
     # As with Docker itself: arguments given to `docker run` replace the command, not the entrypoint.
     command = original.entrypoint + (arguments or original.cmd)
     if not command:
         raise LayerError("command", "the artefact has neither entrypoint nor command", EXIT_CONFIG)
     env = payload_environment(original, dict(os.environ))
-    become(original, env)
-    try:
-        os.chdir(original.workdir)
-    except OSError as exc:
-        raise LayerError("workdir", f"cannot enter {original.workdir}: {exc}", EXIT_CONFIG) from exc
+    env.update(overrides)
+    uid, gid, groups, home = payload_identity(original)
+    if home and not any(entry.startswith("HOME=") for entry in original.env):
+        env["HOME"] = home
+    if not os.path.isdir(original.workdir):
+        raise LayerError("workdir", f"cannot enter {original.workdir}: no such directory", EXIT_CONFIG)
     sys.stdout.flush()
     sys.stderr.flush()
+    switch: dict[str, Any] = {}
+    if os.getuid() == 0 and uid != 0:
+        switch = {"user": uid, "group": gid, "extra_groups": groups}
     try:
-        os.execvpe(command[0], command, env)  # noqa: S606 (exec without a shell is the point)
+        return subprocess.Popen(command, env=env, cwd=original.workdir, close_fds=True,
+                                restore_signals=True, **switch)
     except OSError as exc:
         raise LayerError("exec", f"cannot start {command[0]!r}: {exc.strerror}", EXIT_NOT_FOUND) from exc
 
 
-# --- step 6 hook (owned by bonseyes_py/bl/protocol.py; keep this block small) -------------------
-def authorize_artefact(artefact: str, claims: dict[str, Any], original: Original) -> None:
-    """Step 6: artefact licence from SM, accepted by BM; adds the payload's TLS credentials to its env."""
+class Supervisor:
+    """PID 1 duties: forward signals to the payload, reap orphans, stop the payload on licence loss."""
+
+    def __init__(self, payload: subprocess.Popen[bytes]) -> None:
+        self.payload = payload
+        self.status: int | None = None  # set when BL, not the payload, decides the exit status
+        self._lock = threading.Lock()
+
+    def forward(self, signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.payload.pid, signum)
+
+    def stop_payload(self, status: int, reason: str) -> None:
+        with self._lock:
+            if self.status is not None:
+                return
+            self.status = status
+        print(f"bonseyes-layer: stopping the payload: {reason}", file=sys.stderr, flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.payload.pid, signal.SIGTERM)
+
+        def kill_later() -> None:
+            time.sleep(STOP_GRACE_SECONDS)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.payload.pid, signal.SIGKILL)
+
+        threading.Thread(target=kill_later, daemon=True).start()
+
+    def wait(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, self.forward)
+        while True:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            if pid == self.payload.pid:
+                code = os.waitstatus_to_exitcode(status)
+                payload_status = code if code >= 0 else 128 - code
+                return self.status if self.status is not None else payload_status
+        return self.status if self.status is not None else 0
+
+
+def renewal_loop(artefact: str, licence: Any, supervisor: Supervisor) -> None:
+    """Step 6 again before each artefact licence expires, independent of BM's host-licence renewals."""
     from bonseyes_py.bl import protocol
 
-    uid, gid = resolve_user(original.user)[:2] if original.user else (0, 0)
+    while supervisor.status is None:
+        lifetime = max(1.0, licence.expires - licence.issued)
+        due = licence.issued + lifetime * RENEW_AT
+        time.sleep(max(0.5, due - time.time()))
+        while supervisor.status is None:
+            try:
+                licence = protocol.renew(artefact)
+                print(f"bonseyes-layer: artefact licence renewed ({licence.claims['jti']}, expires "
+                      f"{int(licence.expires)})", file=sys.stderr, flush=True)
+                break
+            except protocol.ProtocolError as exc:
+                if exc.final or time.time() >= licence.expires - 1:
+                    supervisor.stop_payload(EXIT_LICENCE, f"artefact licence renewal refused: {exc}")
+                    return
+                print(f"bonseyes-layer: artefact licence renewal failed, will retry: {exc}", file=sys.stderr,
+                      flush=True)
+                time.sleep(min(RETRY_SECONDS, max(0.2, (licence.expires - time.time()) / 4)))
+
+
+# --- step 6 hook (owned by bonseyes_py/bl/protocol.py; keep this block small) -------------------
+def authorize_artefact(artefact: str, claims: dict[str, Any], timings: dict[str, float]) -> Any:
+    """Step 6: artefact licence from SM, accepted by BM."""
+    from bonseyes_py.bl import protocol
+
     try:
         token = Path(layout.HOST_LICENCE).read_bytes()[:MAX_LICENCE_BYTES].strip().decode()
-        os.environ.update(protocol.authorize(artefact, claims, token, uid, gid))
+        return protocol.authorize(artefact, claims, token, timings)
     except protocol.ProtocolError as exc:
         raise LayerError(exc.check, exc.message, EXIT_LICENCE) from exc
     except OSError as exc:
@@ -179,14 +257,32 @@ def authorize_artefact(artefact: str, claims: dict[str, Any], original: Original
 
 def main(argv: list[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    began = time.perf_counter()
     try:
         artefact, original = read_metadata()
         claims = verify_host_licence(artefact)
-        authorize_artefact(artefact, claims, original)
-        start_payload(original, arguments)
+        timings = {"bl_step5": time.perf_counter() - began}
+        licence = authorize_artefact(artefact, claims, timings)
+        from bonseyes_py.bl import protocol, relay
+
+        try:
+            listeners, overrides = relay.plan(dict(os.environ))
+            credentials = relay.Credentials(claims)
+        except protocol.ProtocolError as exc:
+            raise LayerError(exc.check, exc.message, EXIT_CONFIG) from exc
+        except OSError as exc:
+            raise LayerError("relay", f"cannot bind the stage's ports: {exc}", EXIT_CONFIG) from exc
+        overrides["BONSEYES_RUNTIME_NAME"] = credentials.runtime_name
+        if listeners:
+            relay.Relay(credentials, listeners).start()
+        payload = start_payload(original, arguments, overrides)
     except LayerError as exc:
         print(f"bonseyes-layer: {exc}", file=sys.stderr, flush=True)
         return exc.status
+    supervisor = Supervisor(payload)
+    threading.Thread(target=renewal_loop, args=(artefact, licence, supervisor), name="bl-renewal",
+                     daemon=True).start()
+    return supervisor.wait()
 
 
 if __name__ == "__main__":

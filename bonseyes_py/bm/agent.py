@@ -240,8 +240,12 @@ class BonseyesModule:
     # -- step 6 -------------------------------------------------------------------------------------
 
     def accept_artefact_licence(self, peer: Identity, peer_certificate: x509.Certificate,
-                                licence: str) -> dict[str, Any]:
-        """BL forwards the artefact licence it got from the SM; BM checks it names exactly its runtime."""
+                                licence: str, timings: Any = None) -> dict[str, Any]:
+        """BL forwards the artefact licence it got from the SM; BM checks it names exactly its runtime.
+
+        BL forwards a fresh one at each of its renewals too (before the previous one expires); BM
+        records the newest. ``timings`` are BL's own phase durations (seconds), kept for benchmarks.
+        """
         if peer.role is not Role.RUNTIME:
             raise LicenceError("only a runtime may present an artefact licence", check="role")
         with self._lock:
@@ -256,8 +260,12 @@ class BonseyesModule:
             artefact_id=record.artefact_id, user_id=record.user_id, runtime_certificate=peer_certificate,
             host_licence_id=record.host_licence_id))
         with self._lock:
+            if record.status == rec.STARTING:
+                record.timings.update(_check_timings(timings))
             record.status = rec.RUNNING
             record.artefact_licence_id = claims["jti"]
+            record.artefact_licence_expires = float(claims["exp"])
+            record.artefact_licences += 1
             self.store.save(record)
             event = self._licensed.get(record.nonce)
         if event is not None:
@@ -365,7 +373,11 @@ class BonseyesModule:
                 continue
             if container.status in ("exited", "dead"):
                 code = container.attrs.get("State", {}).get("ExitCode")
-                self._stop_record(record, f"payload exited with status {code}")
+                try:
+                    tail = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
+                except docker.errors.APIError:
+                    tail = ""
+                self._stop_record(record, f"payload exited with status {code}: {tail}"[:500])
 
     def reconcile(self) -> dict[str, list[str]]:
         """After a (re)start: keep licensed runtimes, remove everything whose set-up never finished."""
@@ -408,6 +420,15 @@ def _check_env(env: Any) -> dict[str, str]:
             raise InputError(f"env entry {name!r} must be BONSEYES_[A-Z0-9_]+ with a string value up to 1024 "
                              "characters", check="env")
     return dict(env)
+
+
+def _check_timings(value: Any) -> dict[str, float]:
+    """BL's phase durations: at most 16 ``bl_*`` names with non-negative numbers; anything else is dropped."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in list(value.items())[:16]
+            if isinstance(k, str) and k.startswith("bl_") and len(k) <= 32 and isinstance(v, int | float)
+            and not isinstance(v, bool) and 0 <= v < 3600}
 
 
 def certificate_from_pem(pem: str) -> x509.Certificate:

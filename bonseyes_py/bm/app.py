@@ -82,8 +82,9 @@ def create_app(bm: BonseyesModule) -> Flask:
     @app.post("/v1/runtimes/licence")
     def artefact_licence() -> Any:
         peer = auth.peer((Role.RUNTIME,))
-        body = _fields(json_body(), ("licence",))
-        return jsonify(bm.accept_artefact_licence(peer.identity, peer.certificate, body["licence"]))
+        body = _fields(json_body(), ("licence",), ("timings",))
+        return jsonify(bm.accept_artefact_licence(peer.identity, peer.certificate, body["licence"],
+                                                  timings=body.get("timings")))
 
     @app.get("/v1/status")
     def status() -> Any:

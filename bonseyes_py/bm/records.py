@@ -45,6 +45,8 @@ class RuntimeRecord:
     container_id: str = ""
     container_name: str = ""
     artefact_licence_id: str = ""
+    artefact_licence_expires: float = 0.0
+    artefact_licences: int = 0  # how many BL presented: 1 at start, one more per BL renewal
     detail: str = ""
     created_at: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)

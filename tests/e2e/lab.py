@@ -9,6 +9,7 @@ own hardware facts (a fake sysroot), so host IDs and host IPs in runtime IDs dif
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -44,7 +45,8 @@ from bonseyes_py.sm.initialise import init_sm
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PYBASE = "bonseyes/base-python:bookworm"
-RELAY_IMAGE = "bonseyes-e2e/relay:1"
+# Tagged by the payload's content, so an edited relay_payload.py is rebuilt rather than reused.
+RELAY_IMAGE = "bonseyes-e2e/relay:" + hashlib.sha256((HERE / "relay_payload.py").read_bytes()).hexdigest()[:12]
 LABEL_HOST = "io.bonseyes.bm.host"
 LABEL_PIPELINE = "io.bonseyes.bm.pipeline"
 

@@ -5,22 +5,69 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from lab import Lab, clean_env, dump, logs_of, run_pipeline, wait_for
+from lab import BMHandle, Lab, clean_env, dump, logs_of, run_pipeline, wait_for
 
 from bonseyes_py.errors import LicenceError
 from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
-from bonseyes_py.pki.certs import certificate_pem
+from bonseyes_py.pki.certs import certificate_pem, load_certificate_chain
 from bonseyes_py.pki.keys import generate_private_key, write_private_key
 from bonseyes_py.pki.roles import Role
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 PREMISE = "lab"
+
+
+def _runtime_material(lab: Lab, handle: BMHandle, nonce: str) -> tuple[Path, Path, bytes]:
+    """A consistent copy of one runtime's certificate, key and host licence (BM renews them every 2 s)."""
+    material = handle.directory / "runtimes" / nonce
+    for _ in range(20):
+        copy = lab.root / "knock" / nonce
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir(parents=True)
+        for name in ("runtime.pem", "runtime.key", "host-licence.jwt"):
+            shutil.copyfile(material / name, copy / name)
+        token = (copy / "host-licence.jwt").read_text().strip()
+        chain = load_certificate_chain((copy / "runtime.pem").read_bytes())
+        try:
+            verify_licence(token, lab.ca.trust_store(), kind=LicenceKind.HOST,
+                           expect=Expectations(runtime_certificate=chain[0]))
+        except LicenceError:
+            time.sleep(0.2)
+            continue
+        body = json.dumps({"host_licence": token}).encode()
+        return copy / "runtime.pem", copy / "runtime.key", struct.pack("!I", len(body)) + body
+    raise AssertionError(f"no consistent runtime material for {nonce}")
+
+
+def _knock(lab: Lab, ip: str, port: int, cert: Path | None = None, key: Path | None = None,
+           frame: bytes = b"", message: bytes = b"intruder") -> bytes:
+    """Speak HTTP to a stage's published port over TLS; returns what came back (b"" when refused)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(str(lab.ca_bundle))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key))
+    request = (b"POST /data HTTP/1.1\r\nHost: stage\r\nConnection: close\r\nContent-Length: "
+               + str(len(message)).encode() + b"\r\n\r\n" + message)
+    answer = b""
+    try:
+        with socket.create_connection((ip, port), timeout=15) as raw, context.wrap_socket(raw) as tls:
+            tls.sendall(frame + request)
+            while chunk := tls.recv(65536):
+                answer += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    return answer
 
 
 def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
@@ -36,12 +83,44 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
     assert set(containers) == {lab.host_a.host_id, lab.host_b.host_id}
     receiver = containers[lab.host_b.host_id]
     sender = containers[lab.host_a.host_id]
+    first, second = started["stages"]
     received = wait_for(lambda: "RECEIVED hello-from-stage-0" in logs_of(receiver), 60, "stage 2 to receive")
     assert received
     wait_for(lambda: "SENT" in logs_of(sender), 30, "stage 1 to get the answer")
-    # Stage 2 saw stage 1's runtime identity (a runtime certificate), and runs as the image's user.
-    assert "/runtime/rt-" in logs_of(receiver)
+    # The data went BL to BL over mutual TLS: stage 1's BL dialled stage 2's runtime at B's published
+    # port, stage 2's BL accepted stage 1's runtime certificate; both payloads spoke plain HTTP on loopback.
+    assert f"connected to runtime {second['runtime_name']} at {lab.host_b.ip}:{second['port']}" in logs_of(sender)
+    assert f"accepted runtime {first['runtime_name']} from {lab.host_a.ip}" in logs_of(receiver)
+    assert "RECEIVED hello-from-stage-0 FROM 127.0.0.1" in logs_of(receiver)
     assert "uid 65534" in logs_of(receiver)
+    # The payload (user nobody) cannot read the runtime key, and no TLS material is in its environment.
+    for container in containers.values():
+        assert "KEY UNREADABLE PermissionError" in logs_of(container)
+        assert "TLS ENV []" in logs_of(container)
+
+    # Only a licensed runtime of this pipeline gets through stage 2's published port.
+    port = second["port"]
+    host_key = lab.host_a.directory / "tls" / "host.key"
+    user_cert, user_key = lab.users["alice"]
+    assert _knock(lab, lab.host_b.ip, port) == b""  # no certificate
+    assert _knock(lab, lab.host_b.ip, port, user_cert, user_key) == b""  # a user
+    assert _knock(lab, lab.host_b.ip, port, lab.host_a.directory / "tls" / "host.pem", host_key) == b""  # a host
+    cert, key, frame = _runtime_material(lab, lab.host_a, first["nonce"])
+    assert _knock(lab, lab.host_b.ip, port, cert, key) == b""  # a runtime without its licence frame
+    other, other_started = run_pipeline(alice, PREMISE, [{"artefact_id": "relay", "host_id": lab.host_a.host_id}])
+    assert other_started["stages"][0]["status"] == "running", dump(other_started)
+    other_cert, other_key, other_frame = _runtime_material(lab, lab.host_a, other_started["stages"][0]["nonce"])
+    assert _knock(lab, lab.host_b.ip, port, other_cert, other_key, other_frame) == b""  # another pipeline
+    assert "intruder" not in logs_of(receiver)
+    refusals = logs_of(receiver)
+    assert refusals.count("bonseyes-layer: refused") >= 5, refusals
+    assert f"belongs to pipeline {other['pipeline_id']!r}" in refusals
+    # Positive control: this pipeline's stage 1 runtime, with its licence, is let through.
+    answer = _knock(lab, lab.host_b.ip, port, cert, key, frame, message=b"control")
+    assert b"200 OK" in answer, answer
+    assert b"control" in answer, answer
+    assert alice.post(f"/v1/pipelines/{other['pipeline_id']}/stop").status_code == 200
+
     # Nothing secret in what `docker inspect` shows.
     for container in containers.values():
         env = "\n".join(container.attrs["Config"]["Env"])
