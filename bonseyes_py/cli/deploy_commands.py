@@ -4,6 +4,13 @@ Operators use the project through Ansible; this command is the same run with pro
 task on stderr and, at the end, what changed per play and host. Only event names, task names, hosts
 and the ``changed`` flags are printed: task results (which may hold certificates or tokens) are not,
 and ansible-runner's own stdout is kept in its artifacts directory, never echoed.
+
+OpenStack premises (the inventory sets ``bonseyes_openstack_enabled``, or ``--openstack``): the servers
+are provisioned first, by playbooks/provision_openstack.yml with one progress line per server, and the
+playbook then runs over the refreshed dynamic inventory (so the premises it defines and the Bonseyes
+Modules it enrols include the new servers) with the provisioning plays skipped, as they just ran.
+``--teardown`` runs playbooks/teardown_openstack.yml instead: hosts revoked at the SM, then the
+provisioned resources deleted, again with a line per server.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -71,24 +79,54 @@ class ProgressPrinter:
         return False  # ansible-runner need not keep the event on disk for us
 
 
+def _ansible_env(project_dir: Path) -> dict[str, str]:
+    return {"ANSIBLE_CONFIG": str(project_dir / "ansible.cfg"),
+            "ANSIBLE_COLLECTIONS_PATH": str(project_dir / ".ansible" / "collections"),
+            "ANSIBLE_NOCOLOR": "1",
+            # ansible-playbook of the same environment as this command, first on PATH.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+    return bool(value)
+
+
+def inventory_wants_openstack(inventory: str, extra_vars: dict[str, Any] | None = None, *,
+                              project_dir: Path = REPO) -> bool:
+    """Whether the run must provision OpenStack premises: ``bonseyes_openstack_enabled`` from the extra
+    vars, else from the inventory's ``all`` group (or localhost). Only the static sources are read
+    (the dynamic OpenStack source is not queried: the servers may not exist yet)."""
+    if extra_vars and "bonseyes_openstack_enabled" in extra_vars:
+        return _truthy(extra_vars["bonseyes_openstack_enabled"])
+    env = {**os.environ, **_ansible_env(project_dir), "ANSIBLE_INVENTORY_ENABLED": "host_list,yaml,ini,toml",
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"}
+    listing = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
+                              str(Path(inventory).resolve()), "--list", "--export"],
+                             cwd=project_dir, env=env, capture_output=True, text=True, check=False)
+    if listing.returncode != 0:
+        return False
+    data = json.loads(listing.stdout or "{}")
+    value = (data.get("all", {}).get("vars") or {}).get("bonseyes_openstack_enabled")
+    if value is None:
+        value = data.get("_meta", {}).get("hostvars", {}).get("localhost", {}).get("bonseyes_openstack_enabled")
+    return _truthy(value) if value is not None else False
+
+
 def run_deploy(inventory: str, playbook: str = "site.yml", *, extra_vars: dict[str, Any] | None = None,
-               check: bool = False, tags: str | None = None, project_dir: Path = REPO,
-               stream: Any = sys.stderr) -> DeploySummary:
+               check: bool = False, tags: str | None = None, skip_tags: str | None = None,
+               project_dir: Path = REPO, stream: Any = sys.stderr) -> DeploySummary:
     import ansible_runner
 
     summary = DeploySummary()
     cmdline = ["--check"] if check else []
     with tempfile.TemporaryDirectory(prefix="bonseyes-deploy-") as private:
-        env = {"ANSIBLE_CONFIG": str(project_dir / "ansible.cfg"),
-               "ANSIBLE_COLLECTIONS_PATH": str(project_dir / ".ansible" / "collections"),
-               "ANSIBLE_NOCOLOR": "1",
-               # ansible-playbook of the same environment as this command, first on PATH.
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         result = ansible_runner.run(
             private_data_dir=private, project_dir=str(project_dir), playbook=str(project_dir / playbook),
-            inventory=str(Path(inventory).resolve()), extravars=extra_vars or {}, envvars=env,
-            cmdline=" ".join(cmdline) or None, tags=tags, quiet=True, event_handler=ProgressPrinter(summary, stream),
-            settings={"suppress_ansible_output": True})
+            inventory=str(Path(inventory).resolve()), extravars=extra_vars or {}, envvars=_ansible_env(project_dir),
+            cmdline=" ".join(cmdline) or None, tags=tags, skip_tags=skip_tags, quiet=True,
+            event_handler=ProgressPrinter(summary, stream), settings={"suppress_ansible_output": True})
         summary.status, summary.rc = str(result.status), int(result.rc or 0)
         if summary.rc != 0 and not summary.failed:
             # Failed before any task (syntax, missing collection): ansible's own last words explain it.
@@ -108,8 +146,37 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not Path(args.inventory).exists():
         print(f"error: inventory {args.inventory} does not exist", file=sys.stderr)
         return 2
-    summary = run_deploy(args.inventory, args.playbook, extra_vars=extra, check=args.check, tags=args.tags)
-    print(json.dumps(summary.as_dict(), indent=2, sort_keys=True))
+    from bonseyes_py.openstack.provision import ProvisionResult, print_progress, run_openstack_playbook
+
+    def openstack_report(result: ProvisionResult) -> dict[str, Any]:
+        return {"status": result.status, "rc": result.rc, "servers": result.servers, "failures": result.failures}
+
+    if args.teardown:
+        print("== OpenStack teardown: revoke the premise hosts at the SM, then delete the servers", file=sys.stderr,
+              flush=True)
+        down = run_openstack_playbook(args.inventory, teardown=True, forks=args.forks, extra_vars=extra,
+                                      on_progress=print_progress)
+        print(json.dumps({"openstack": openstack_report(down)}, indent=2, sort_keys=True))
+        return 0 if down.status == "successful" else 1
+
+    report: dict[str, Any] = {}
+    skip_tags = None
+    openstack = args.openstack if args.openstack is not None else inventory_wants_openstack(args.inventory, extra)
+    if openstack and not args.check:
+        print("== OpenStack premises: provisioning the servers", file=sys.stderr, flush=True)
+        # Enrolment is the playbook's job below, once the SM of this run is up.
+        extra["bonseyes_openstack_enrol"] = False
+        provisioned = run_openstack_playbook(args.inventory, forks=args.forks, extra_vars=extra,
+                                             on_progress=print_progress)
+        report["openstack"] = openstack_report(provisioned)
+        if provisioned.status != "successful":
+            report.update(status=provisioned.status, rc=provisioned.rc)
+            print(json.dumps(report, indent=2, sort_keys=True))
+            return 1
+        skip_tags = "provision"
+    summary = run_deploy(args.inventory, args.playbook, extra_vars=extra, check=args.check, tags=args.tags,
+                         skip_tags=skip_tags)
+    print(json.dumps({**summary.as_dict(), **report}, indent=2, sort_keys=True))
     return 0 if summary.status == "successful" else 1
 
 
@@ -120,7 +187,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("-e", "--extra-vars", action="append", help="KEY=VALUE (repeatable)")
     parser.add_argument("--check", action="store_true", help="check mode: report what would change")
     parser.add_argument("--tags", help="only plays/tasks with these tags (comma-separated)")
+    parser.add_argument("--openstack", action=argparse.BooleanOptionalAction, default=None,
+                        help="provision the OpenStack premises first, with progress per server (default: when "
+                             "the inventory sets bonseyes_openstack_enabled)")
+    parser.add_argument("--teardown", action="store_true",
+                        help="revoke the OpenStack premise hosts at the SM and delete what provisioning created")
+    parser.add_argument("--forks", type=int, default=10, help="servers booted or deleted at once (default 10)")
     parser.set_defaults(func=cmd_deploy)
 
 
-__all__ = ["DeploySummary", "ProgressPrinter", "register", "run_deploy"]
+__all__ = ["DeploySummary", "ProgressPrinter", "inventory_wants_openstack", "register", "run_deploy"]
