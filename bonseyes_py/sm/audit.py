@@ -63,16 +63,20 @@ def lock_chain(session: Session | Connection) -> Any:
 
 
 def append(session: Session | Connection, *, actor: str, action: str, subject: str, outcome: str = "ok",
-           policy_revision: str | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
+           policy_revision: str | None = None, details: dict[str, Any] | None = None,
+           head: Any = None) -> dict[str, Any]:
     """Append one entry in the caller's transaction (locks the chain head until it commits).
 
     Written with Core statements on the session's connection: every write of the SM appends here,
     so the ORM's per-object bookkeeping would be paid on every request. Pending ORM objects of the
     session are flushed first, so entries land in the order the changes they record were made.
+    A caller that already locked the head in this transaction (``lock_chain``, or the licence
+    path's first statement) passes the row it read as ``head``.
     """
     if isinstance(session, Session):
         session.flush()
-    head = lock_chain(session)
+    if head is None:
+        head = lock_chain(session)
     record = {"seq": head.seq + 1, "at_ms": int(time.time() * 1000), "actor": actor, "action": action,
               "subject": subject, "outcome": outcome, "policy_revision": policy_revision,
               "details": json.loads(json.dumps(details or {}, sort_keys=True)), "prev_hash": head.entry_hash}

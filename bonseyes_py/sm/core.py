@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Table, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bonseyes_py.errors import BonseyesError, InputError
@@ -28,9 +28,14 @@ from bonseyes_py.policy import PolicyEngine
 from bonseyes_py.sm import audit
 from bonseyes_py.sm.bm_client import BonseyesModuleClient
 from bonseyes_py.sm.config import SMConfig
+from bonseyes_py.sm.instances import InstanceTracker
+from bonseyes_py.sm.models import SMState
 from bonseyes_py.web.errors import NotFoundError
 
 Clock = Callable[[], float]
+
+_STATE = cast(Table, SMState.__table__)
+BUMP_GENERATION = update(_STATE).where(_STATE.c.id == 1).values(generation=_STATE.c.generation + 1)
 
 
 class Forbidden(BonseyesError):
@@ -106,18 +111,31 @@ class SMCore:
         self._heartbeat_lock = threading.Lock()
         self._heartbeat_flusher: threading.Thread | None = None
         self._closing = threading.Event()
+        # Licence-path reads, valid while sm_state.generation is the one they were read at (licensing.py).
+        self.instances = InstanceTracker()
+        self.licence_reads: dict[tuple[str, ...], Any] = {}
+        self.licence_reads_generation: int | None = None
+        self.licence_reads_lock = threading.Lock()
 
     # -- transactions and audit -------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, *, changes: bool = True) -> Iterator[Session]:
         """One unit of work; commits on success (before the caller answers anybody).
 
         Write transactions of this SM queue on ``write_lock`` (see ``db.py``): on SQLite they would
         otherwise poll for SQLite's write lock with sleeps of up to 100 ms.
+
+        Unless the caller says it ``changes`` nothing the licence path reads (a denial's audit entry,
+        an artefact licence, a read), the transaction increments ``sm_state.generation`` before it
+        commits, which invalidates every worker's cached licence-path reads (``licensing.py``). The
+        default is to increment: a missing increment would serve stale data, an extra one costs a
+        cache miss.
         """
         with self.write_lock, self.sessions.begin() as session:
             yield session
+            if changes:
+                session.execute(BUMP_GENERATION)
 
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
@@ -139,7 +157,7 @@ class SMCore:
 
     def audit_now(self, actor: Identity | str, action: str, subject: str, **kwargs: Any) -> None:
         """Record something in its own transaction (a denial, whose main transaction rolled back)."""
-        with self.transaction() as session:
+        with self.transaction(changes=False) as session:
             self.audit(session, actor, action, subject, **kwargs)
 
     # -- trust ------------------------------------------------------------------------------------

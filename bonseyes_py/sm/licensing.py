@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -33,17 +34,19 @@ from sqlalchemy.orm import Session
 
 from bonseyes_py.errors import InputError, LicenceError
 from bonseyes_py.identity.ids import RuntimeID, check_digest, check_nonce
-from bonseyes_py.licences import Expectations, LicenceKind, certificate_thumbprint, verify_licence
+from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
 from bonseyes_py.pki.certs import certificate_pem, chain_pem
 from bonseyes_py.pki.keys import private_key_pem
 from bonseyes_py.pki.roles import Identity, Role, check_name
 from bonseyes_py.policy import Action, Decision, HostAttributes, PremiseAttributes, RequestContext
+from bonseyes_py.sm import audit
 from bonseyes_py.sm.artefacts import artefact_attributes
 from bonseyes_py.sm.attributes import host_attributes, user_attributes
 from bonseyes_py.sm.core import Forbidden, SMCore, found, require
 from bonseyes_py.sm.hosts import host_available
 from bonseyes_py.sm.models import (
     Artefact,
+    AuditHead,
     Certificate,
     Host,
     Image,
@@ -53,6 +56,7 @@ from bonseyes_py.sm.models import (
     Premise,
     PremiseHost,
     PremiseUser,
+    SMState,
     User,
 )
 from bonseyes_py.sm.pipelines import _Denied, denial
@@ -70,12 +74,27 @@ PREMISE_USERS = cast(Table, PremiseUser.__table__)
 PREMISE_HOSTS = cast(Table, PremiseHost.__table__)
 LICENCES = cast(Table, Licence.__table__)
 CERTIFICATES = cast(Table, Certificate.__table__)
+STATE = cast(Table, SMState.__table__)
+AUDIT_HEAD = cast(Table, AuditHead.__table__)
 
-# The host-licence path runs these on every request: built once, they skip SQLAlchemy's statement
-# construction and cache-key work (about half of the cost of a small query). Each statement costs
-# about as much in SQLAlchemy's execution machinery as in SQLite, so the reads are folded: the
-# artefact (locked), host, user and image in one statement, and the policy's counted inputs (premise
-# members, the host's premises, running instances) in another.
+# The host-licence path runs these: built once, they skip SQLAlchemy's statement construction and
+# cache-key work. Each statement costs about as much in SQLAlchemy's execution machinery as in
+# SQLite, so a licence normally runs one read (``_PREAMBLE``) and four writes:
+#
+# - ``_PREAMBLE`` locks the audit head first (PostgreSQL: FOR UPDATE; SQLite: BEGIN IMMEDIATE has
+#   already serialised writers), and reads with it the write generation and any stored response
+#   for this request key (a retry). Holding the head from the start serialises issuers, so the
+#   instance limit holds under load, and takes locks in the same order as revocations (head first).
+# - the records the checks and the policy read (artefact, host, user, image, ready pipeline, premise
+#   policy and members, the host's premises) are read once per write generation and cached
+#   (``_licence_reads``); the running-instances count comes from ``InstanceTracker``.
+_PREAMBLE = (
+    select(STATE.c.generation, AUDIT_HEAD.c.seq, AUDIT_HEAD.c.entry_hash, LICENCES.c.jti, LICENCES.c.nonce,
+           LICENCES.c.request_fingerprint, LICENCES.c.response)
+    .select_from(STATE.join(AUDIT_HEAD, AUDIT_HEAD.c.id == STATE.c.id)
+                 .outerjoin(LICENCES, LICENCES.c.request_key == bindparam("request_key")))
+    .where(STATE.c.id == 1)
+    .with_for_update(of=AUDIT_HEAD))
 _SUBJECT_PREFIXES = (("a_", ARTEFACTS), ("h_", HOSTS), ("u_", USERS))
 _SUBJECTS = (
     select(*[column.label(prefix + column.name) for prefix, table in _SUBJECT_PREFIXES for column in table.c],
@@ -83,9 +102,7 @@ _SUBJECTS = (
     .select_from(ARTEFACTS.outerjoin(HOSTS, HOSTS.c.host_id == bindparam("host_id"))
                  .outerjoin(USERS, USERS.c.user_id == bindparam("user_id"))
                  .outerjoin(IMAGES, IMAGES.c.digest == bindparam("digest")))
-    .where(ARTEFACTS.c.artefact_id == bindparam("artefact_id"))
-    # Locking the artefact serialises issuers of one artefact, so an instance limit holds under load.
-    .with_for_update(of=ARTEFACTS))
+    .where(ARTEFACTS.c.artefact_id == bindparam("artefact_id")))
 _READY_PIPELINE = (
     select(PIPELINES.c.pipeline_id, PIPELINES.c.premise, PREMISES.c.name, PREMISES.c.policy)
     .join(STAGES, STAGES.c.pipeline_id == PIPELINES.c.pipeline_id)
@@ -98,17 +115,28 @@ _RENEWED = select(LICENCES.c.kind, LICENCES.c.host_id, LICENCES.c.nonce, LICENCE
                   LICENCES.c.revoked_at).where(LICENCES.c.jti == bindparam("jti"))
 # Names are check_name()d (no spaces), so a space-joined aggregate splits back exactly; the order of
 # an aggregate is not guaranteed, so the parts are sorted in Python.
-_POLICY_INPUTS = select(
+_MEMBERSHIPS = select(
     select(func.aggregate_strings(PREMISE_USERS.c.user_id, " "))
     .where(PREMISE_USERS.c.premise == bindparam("premise")).scalar_subquery().label("members"),
     select(func.aggregate_strings(PREMISE_HOSTS.c.premise, " "))
-    .where(PREMISE_HOSTS.c.host_id == bindparam("host_id")).scalar_subquery().label("host_premises"),
-    select(func.count()).select_from(
-        select(LICENCES.c.host_id, LICENCES.c.nonce).where(
-            LICENCES.c.artefact_id == bindparam("artefact_id"), LICENCES.c.kind == "host",
-            LICENCES.c.expires_at > bindparam("now"), LICENCES.c.revoked_at.is_(None),
-            ~and_(LICENCES.c.host_id == bindparam("exclude_host"), LICENCES.c.nonce == bindparam("exclude_nonce")))
-        .distinct().subquery()).scalar_subquery().label("running"))
+    .where(PREMISE_HOSTS.c.host_id == bindparam("host_id")).scalar_subquery().label("host_premises"))
+# How many reads the cache keeps per worker before it starts afresh (a generation change empties it).
+_LICENCE_READS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class _LicenceReads:
+    """What one (artefact, host, user, digest) request reads from the records, at one generation."""
+
+    artefact: Any
+    host: Any
+    user: Any
+    image_artefact: str | None
+    pipeline: Any
+    members: tuple[str, ...]
+    host_premises: tuple[str, ...]
+
+
 _STORED = select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response).where(
     LICENCES.c.request_key == bindparam("request_key"))
 _RUNNING = select(func.count()).select_from(
@@ -126,6 +154,10 @@ def _part(row: Any, prefix: str, table: Table) -> SimpleNamespace | None:
     if row is None or getattr(row, prefix + next(iter(table.primary_key.columns)).name) is None:
         return None
     return SimpleNamespace(**{column.name: getattr(row, prefix + column.name) for column in table.c})
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
 
 
 def _hash(*parts: Any) -> str:
@@ -167,12 +199,7 @@ class LicenceOperations(SMCore):
                 return self._stored_response(request_key, fingerprint, own_session)
         connection = session.connection() if isinstance(session, Session) else session
         row = connection.execute(_STORED, {"request_key": request_key}).one_or_none()
-        if row is None:
-            return None
-        if row.request_fingerprint != fingerprint:
-            raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
-                                f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
-        return cast(dict[str, Any], json.loads(self.box.open(row.response, row.jti)))
+        return None if row is None else self._replayed(row, fingerprint)
 
     @staticmethod
     def _running_instances(session: Any, artefact_id: str, exclude: tuple[str, str], now: float) -> int:
@@ -185,22 +212,67 @@ class LicenceOperations(SMCore):
         return int(connection.execute(_RUNNING, {"artefact_id": artefact_id, "now": now, "exclude_host": exclude[0],
                                                  "exclude_nonce": exclude[1]}).scalar_one())
 
+    def _licence_reads(self, conn: Any, generation: int, artefact_id: str, host_id: str, user_id: str,
+                       digest: str, *, fresh: bool = False) -> _LicenceReads:
+        """The records a host licence request reads, from this worker's cache while the generation holds.
+
+        Every write that can change them increments ``sm_state.generation`` (``SMCore.transaction``),
+        except batched heartbeats, which only move a host's ``last_seen`` forward: a cached host can
+        therefore only look *less* available than it is, and the caller asks again with ``fresh``
+        before refusing a host as unavailable.
+        """
+        key = (artefact_id, host_id, user_id, digest)
+        with self.licence_reads_lock:
+            if self.licence_reads_generation != generation:
+                self.licence_reads.clear()
+                self.licence_reads_generation = generation
+            cached = None if fresh else self.licence_reads.get(key)
+        if cached is not None:
+            return cast(_LicenceReads, cached)
+        row = conn.execute(_SUBJECTS, {"artefact_id": artefact_id, "host_id": host_id, "user_id": user_id,
+                                       "digest": digest}).one_or_none()
+        pipeline = conn.execute(_READY_PIPELINE, {"user_id": user_id, "host_id": host_id, "artefact_id": artefact_id,
+                                                  "digest": digest}).one_or_none()
+        members: tuple[str, ...] = ()
+        host_premises: tuple[str, ...] = ()
+        if pipeline is not None and pipeline.name is not None:
+            inputs = conn.execute(_MEMBERSHIPS, {"premise": pipeline.name, "host_id": host_id}).one()
+            members = tuple(sorted(inputs.members.split(" "))) if inputs.members else ()
+            host_premises = tuple(sorted(inputs.host_premises.split(" "))) if inputs.host_premises else ()
+        reads = _LicenceReads(
+            artefact=_part(row, "a_", ARTEFACTS), host=_part(row, "h_", HOSTS), user=_part(row, "u_", USERS),
+            image_artefact=row.image_artefact if row is not None else None,
+            pipeline=SimpleNamespace(**row_dict(pipeline)) if pipeline is not None else None,
+            members=members, host_premises=host_premises)
+        with self.licence_reads_lock:
+            if self.licence_reads_generation == generation:
+                if len(self.licence_reads) >= _LICENCE_READS_LIMIT:
+                    self.licence_reads.clear()
+                self.licence_reads[key] = reads
+        return reads
+
     def _issue_host_licence(self, actor: Identity, peer_ip: str, image_digest: str, artefact_id: str, user_id: str,
                             nonce: str, renews: str | None, request_key: str, fingerprint: str) -> dict[str, Any]:
         now = self.now()
         ttl = self.config.heartbeat_ttl_seconds
+        host_id = actor.name
         # This is the hot path of the SM: one write transaction on a Core connection (no ORM session),
         # with prebuilt statements. The retry lookup, every check, the licence, its runtime certificate
         # and its audit entry are read and written together and committed before the answer leaves.
         with self.write_connection() as conn:
-            stored = self._stored_response(request_key, fingerprint, conn)
-            if stored is not None:
-                return stored
-            subjects = conn.execute(_SUBJECTS, {"artefact_id": artefact_id, "host_id": actor.name,
-                                                "user_id": user_id, "digest": image_digest}).one_or_none()
-            artefact = found(_part(subjects, "a_", ARTEFACTS), "artefact", artefact_id)
+            head = conn.execute(_PREAMBLE, {"request_key": request_key}).one()
+            if head.jti is not None:
+                return self._replayed(head, fingerprint)
+            generation = int(head.generation)
+            reads = self._licence_reads(conn, generation, artefact_id, host_id, user_id, image_digest)
+            host = reads.host
+            if host is not None and not (host_available(host, now, ttl) and host.ip == peer_ip):
+                # Cached hosts only lag behind batched heartbeats: look again before refusing.
+                reads = self._licence_reads(conn, generation, artefact_id, host_id, user_id, image_digest,
+                                            fresh=True)
+            artefact = found(reads.artefact, "artefact", artefact_id)
             require(not artefact.revoked, Forbidden(f"artefact {artefact_id} is revoked", check="revoked"))
-            host = found(_part(subjects, "h_", HOSTS), "host", actor.name)
+            host = found(reads.host, "host", host_id)
             require(not host.revoked, Forbidden(f"host {host.host_id} is revoked", check="revoked"))
             require(host_available(host, now, ttl),
                     ConflictError(f"host {host.host_id} is not available: send a heartbeat first",
@@ -208,15 +280,12 @@ class LicenceOperations(SMCore):
             require(host.ip == peer_ip, ConflictError(f"host {host.host_id} connects from {peer_ip} but announced "
                                                       f"{host.ip}; send a heartbeat from this address",
                                                       check="host-ip"))
-            user = found(_part(subjects, "u_", USERS), "user", user_id)
+            user = found(reads.user, "user", user_id)
             require(not user.revoked, Forbidden(f"user {user_id} is revoked", check="revoked"))
-            image_artefact = subjects.image_artefact if subjects is not None else None
-            found(image_artefact, "image", image_digest)
-            require(image_artefact == artefact_id,
+            found(reads.image_artefact, "image", image_digest)
+            require(reads.image_artefact == artefact_id,
                     NotFoundError(f"image {image_digest} is not an image of artefact {artefact_id}"))
-            pipeline = conn.execute(_READY_PIPELINE, {"user_id": user_id, "host_id": host.host_id,
-                                                      "artefact_id": artefact_id, "digest": image_digest}
-                                    ).one_or_none()
+            pipeline = reads.pipeline
             require(pipeline is not None, Forbidden(
                 f"user {user_id} has no verified pipeline running {artefact_id} ({image_digest}) on host "
                 f"{host.host_id}", check="no-pipeline"))
@@ -229,27 +298,22 @@ class LicenceOperations(SMCore):
                 require(previous is not None and previous.revoked_at is None,
                         Forbidden(f"licence {renews} is revoked", check="revoked"))
             require(pipeline.name is not None, NotFoundError(f"premise {pipeline.premise!r} does not exist"))
-            premise = pipeline
-            inputs = conn.execute(_POLICY_INPUTS, {"premise": premise.name, "host_id": host.host_id,
-                                                   "artefact_id": artefact_id, "now": now,
-                                                   "exclude_host": host.host_id, "exclude_nonce": nonce}).one()
-            running = int(inputs.running)
-            members = sorted(inputs.members.split(" ")) if inputs.members else []
-            host_premises = sorted(inputs.host_premises.split(" ")) if inputs.host_premises else []
+            running = self.instances.running(conn, generation=generation, head_seq=int(head.seq),
+                                             artefact_id=artefact_id, exclude=(host.host_id, nonce), now=now)
             decision = self.policy.decide(
-                premise.policy, Action.ISSUE_HOST_LICENCE, user=user_attributes(user),
-                host=HostAttributes(host_id=host.host_id, owner=host.owner, premises=tuple(host_premises),
+                pipeline.policy, Action.ISSUE_HOST_LICENCE, user=user_attributes(user),
+                host=HostAttributes(host_id=host.host_id, owner=host.owner, premises=reads.host_premises,
                                     gpu_count=host.gpu_count, gpu_models=tuple(host.gpu_models),
-                                    available=host_available(host, now, ttl)),
+                                    available=True),
                 artefact=artefact_attributes(artefact),
-                premise=PremiseAttributes(name=premise.name, members=tuple(members)),
+                premise=PremiseAttributes(name=pipeline.name, members=reads.members),
                 context=RequestContext(now=int(now), host_ip=peer_ip, running_instances=running))
             if not decision.allowed:
                 raise _Denied(decision)
             validity = self._validity(artefact, now, self.config.host_licence_seconds)
             runtime = RuntimeID(image_digest=image_digest, artefact_id=artefact_id, user_id=user_id,
                                 host_id=host.host_id, nonce=nonce, host_ip=peer_ip)
-            terms = {"premise": premise.name, "policy_revision": decision.policy_revision,
+            terms = {"premise": pipeline.name, "policy_revision": decision.policy_revision,
                      "pipeline_id": pipeline.pipeline_id, "max_instances": artefact.max_instances}
             if artefact.requires_gpu:
                 # The policy allowed a GPU artefact on this host: BM requests its GPUs for the container.
@@ -257,28 +321,51 @@ class LicenceOperations(SMCore):
             licence = self.issuer.issue_host_licence(runtime, validity=validity, terms=terms,
                                                      now=dt.datetime.fromtimestamp(now, dt.UTC))
             jti = licence.claims["jti"]
+            runtime_certificate = licence.runtime_certificate
+            certificate_text = certificate_pem(runtime_certificate).decode()
             response = {
                 "licence_id": jti, "licence": licence.token, "expires_at": licence.claims["exp"],
                 "runtime_id": runtime.as_claim(), "runtime_name": runtime.name,
                 "runtime_key": private_key_pem(licence.runtime_key).decode(),
-                "runtime_certificate": certificate_pem(licence.runtime_certificate).decode(),
-                "runtime_chain": chain_pem([licence.runtime_certificate, self.ca.intermediate]).decode(),
+                "runtime_certificate": certificate_text,
+                "runtime_chain": certificate_text + self._intermediate_pem(),
                 "renews": renews,
             }
-            runtime_certificate = licence.runtime_certificate
+            seq = int(head.seq) + 1
+            expires_at = float(licence.claims["exp"])
             conn.execute(_INSERT_LICENCE, dict(
                 jti=jti, kind="host", request_key=request_key, request_fingerprint=fingerprint, host_id=host.host_id,
                 user_id=user_id, artefact_id=artefact_id, digest=image_digest, nonce=nonce, runtime_name=runtime.name,
-                runtime_thumbprint=certificate_thumbprint(runtime_certificate), renews=renews,
+                runtime_thumbprint=licence.claims["cnf"]["x5t#S256"], renews=renews,
                 pipeline_id=pipeline.pipeline_id, policy_revision=decision.policy_revision, issued_at=now,
-                expires_at=float(licence.claims["exp"]), response=self.box.seal(json.dumps(response).encode(), jti)))
+                expires_at=expires_at, audit_seq=seq,
+                response=self.box.seal(json.dumps(response).encode(), jti)))
             conn.execute(_INSERT_CERTIFICATE, dict(
                 serial=format(runtime_certificate.serial_number, "x"), role=Role.RUNTIME.value, name=runtime.name,
                 not_after=runtime_certificate.not_valid_after_utc.timestamp(), revoked_at=None, created_at=now))
-            self._audit_decision(conn, actor, "host-licence-issued", jti, decision, artefact_id=artefact_id,
-                                 user_id=user_id, digest=image_digest, nonce=nonce, host_ip=peer_ip,
-                                 running_instances=running, renews=renews, expires_at=licence.claims["exp"])
+            audit.append(conn, actor=actor.uri, action="host-licence-issued", subject=jti,
+                         policy_revision=decision.policy_revision, head=head,
+                         details=dict(policies=list(decision.determining_policies), artefact_id=artefact_id,
+                                      user_id=user_id, digest=image_digest, nonce=nonce, host_ip=peer_ip,
+                                      running_instances=running, renews=renews, expires_at=licence.claims["exp"]))
+        # Committed: this worker knows its own licence without reading it back.
+        self.instances.issued(generation=generation, seq=seq, artefact_id=artefact_id, runtime=(host.host_id, nonce),
+                              expires_at=expires_at)
         return response
+
+    def _replayed(self, row: Any, fingerprint: str) -> dict[str, Any]:
+        """The response stored for a request key (a retry), or 409 when the parameters differ."""
+        if row.request_fingerprint != fingerprint:
+            raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
+                                f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
+        return cast(dict[str, Any], json.loads(self.box.open(row.response, row.jti)))
+
+    def _intermediate_pem(self) -> str:
+        cached = getattr(self, "_intermediate_pem_text", None)
+        if cached is None:
+            cached = chain_pem([self.ca.intermediate]).decode()
+            self._intermediate_pem_text = cached
+        return cast(str, cached)
 
     @staticmethod
     def _validity(artefact: Any, now: float, default_seconds: int) -> dt.timedelta:
@@ -334,7 +421,8 @@ class LicenceOperations(SMCore):
         now = self.now()
         ttl = self.config.heartbeat_ttl_seconds
         host_jti = claims["jti"]
-        with self.transaction() as session:
+        # An artefact licence changes nothing the host-licence path caches: no generation increment.
+        with self.transaction(changes=False) as session:
             record = found(session.get(Licence, host_jti), "host licence", host_jti)
             require(record.kind == "host", NotFoundError(f"host licence {host_jti!r} does not exist"))
             if record.revoked_at is not None:
@@ -383,14 +471,14 @@ class LicenceOperations(SMCore):
     def revoked_licence_ids(self) -> list[str]:
         """Licence IDs revoked before their expiry, for verifiers (BM, BL) to refuse."""
         now = self.now()
-        with self.transaction() as session:
+        with self.reading() as session:
             return list(session.execute(select(Licence.jti).where(
                 Licence.revoked_at.is_not(None), Licence.expires_at > now).order_by(Licence.jti)).scalars())
 
     def count_licences(self) -> int:
-        with self.transaction() as session:
+        with self.reading() as session:
             return int(session.execute(select(func.count()).select_from(Licence)).scalar_one())
 
     def licence_ids(self) -> set[str]:
-        with self.transaction() as session:
+        with self.reading() as session:
             return set(session.execute(select(Licence.jti)).scalars())

@@ -170,6 +170,9 @@ class Licence(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     response: Mapped[bytes] = mapped_column(LargeBinary)
+    # The seq of the audit entry written with this licence (migration 0004): a complete, ordered change
+    # feed of issued licences for the running-instances count (``licensing.InstanceTracker``).
+    audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
 
 
 class AuditEntry(Base):
@@ -193,3 +196,28 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class SMState(Base):
+    """One row: ``generation`` grows with every write that may change what the licence path caches."""
+
+    __tablename__ = "sm_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class PipelineRuntimeRecord(Base):
+    """Per-stage progress of a started pipeline (``pipeline_runtime.py``; migration 0003)."""
+
+    __tablename__ = "pipeline_runtimes"
+    pipeline_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending, starting, running, failed, stopped
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    runtime_name: Mapped[str | None] = mapped_column(String(64), nullable=True, default="")
+    nonce: Mapped[str | None] = mapped_column(String(160), nullable=True, default="")
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True, default="")
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True, default=0.0)
+    timings: Mapped[str | None] = mapped_column(Text, nullable=True, default="{}")
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)

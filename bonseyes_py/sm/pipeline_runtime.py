@@ -7,8 +7,14 @@ its runtime (``POST /v1/runtimes``): the BM gets a host licence (step 4), starts
 every BM of the pipeline is told to stop all its runtimes and the pipeline is ``aborted``, so no
 stage keeps running on its own and no further licence is issued for it.
 
-Per-stage progress lives in its own table (``pipeline_runtimes``), so ``status`` answers from any
-worker while a start is still running. Stages reach each other at ``BONSEYES_NEXT`` (the next
+Per-stage progress lives in its own table (``pipeline_runtimes``, migration 0003), so ``status``
+answers from any worker while a start is still running. Its writes take the SM's write lock
+(``write_connection``) like every other write: on SQLite they would otherwise meet the licence
+path's ``BEGIN IMMEDIATE`` transactions in SQLite's sleep-and-retry busy handler. They change
+nothing the licence path reads, so they leave the write generation alone; stopping a pipeline
+changes its status in an ordinary ``transaction`` (which increments it).
+
+Stages reach each other at ``BONSEYES_NEXT`` (the next
 stage's host IP and port) over mutual TLS with their runtime certificates.
 """
 
@@ -20,18 +26,17 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 from flask import Flask, Response, jsonify
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, insert, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Table, delete, insert, select, update
 
 from bonseyes_py.errors import BonseyesError
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint, BonseyesModuleError
 from bonseyes_py.sm.core import Forbidden, found
-from bonseyes_py.sm.models import Host, Pipeline, PipelineStage
+from bonseyes_py.sm.models import Host, Pipeline, PipelineRuntimeRecord, PipelineStage
 from bonseyes_py.sm.service import SecurityManager
 from bonseyes_py.web.errors import ConflictError
 from bonseyes_py.web.flaskapp import Authenticator, json_body
@@ -43,29 +48,8 @@ START_TIMEOUT_SECONDS = 180.0
 MAX_PARALLEL = 32
 PORT_BASE = 20000
 
-metadata = MetaData()
-runtimes_table = Table(
-    "pipeline_runtimes", metadata,
-    Column("pipeline_id", String(64), primary_key=True),
-    Column("position", Integer, primary_key=True),
-    Column("host_id", String(128)),
-    Column("status", String(16)),  # pending, starting, running, failed, stopped
-    Column("port", Integer),
-    Column("runtime_name", String(64), default=""),
-    Column("nonce", String(160), default=""),
-    Column("detail", Text, default=""),
-    Column("seconds", Float, default=0.0),
-    Column("timings", Text, default="{}"),
-    Column("updated_at", Float),
-)
-
-
-def ensure_table(sm: SecurityManager) -> None:
-    try:
-        metadata.create_all(sm.engine, checkfirst=True)
-    except OperationalError as exc:  # two workers creating it at once: the other one won
-        if "already exists" not in str(exc):
-            raise
+# Created by migration 0003 (it used to be created with create_all when a worker built its app).
+runtimes_table = cast(Table, PipelineRuntimeRecord.__table__)
 
 
 def stage_port(pipeline_id: str, position: int) -> int:
@@ -112,7 +96,7 @@ class PipelineRuntime:
     # -- reading ------------------------------------------------------------------------------------
 
     def _pipeline(self, actor: Identity, pipeline_id: str) -> tuple[Any, list[tuple[Any, Any]]]:
-        with self.sm.transaction() as session:
+        with self.sm.reading() as session:
             pipeline = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
             if actor.role is Role.USER and actor.name != pipeline.user_id:
                 raise Forbidden(f"pipeline {pipeline_id} belongs to another user", check="pipeline-owner")
@@ -124,14 +108,14 @@ class PipelineRuntime:
 
     def status(self, actor: Identity, pipeline_id: str) -> dict[str, Any]:
         pipeline, _ = self._pipeline(actor, pipeline_id)
-        with self.sm.engine.connect() as connection:
+        with self.sm.read_engine.connect() as connection:
             rows = connection.execute(select(runtimes_table).where(runtimes_table.c.pipeline_id == pipeline_id)
                                       .order_by(runtimes_table.c.position)).mappings().all()
         stages = [{**dict(row), "timings": json.loads(row["timings"] or "{}")} for row in rows]
         return {"pipeline_id": pipeline_id, "status": pipeline.status, "reason": pipeline.reason, "stages": stages}
 
     def _set(self, pipeline_id: str, position: int, **values: Any) -> None:
-        with self.sm.engine.begin() as connection:
+        with self.sm.write_connection() as connection:
             connection.execute(update(runtimes_table).where(runtimes_table.c.pipeline_id == pipeline_id,
                                                             runtimes_table.c.position == position)
                                .values(updated_at=time.time(), **values))
@@ -142,7 +126,7 @@ class PipelineRuntime:
         pipeline, stages = self._pipeline(actor, pipeline_id)
         if pipeline.status != "ready":
             raise ConflictError(f"pipeline {pipeline_id} is {pipeline.status}, not ready", check="pipeline-state")
-        with self.sm.engine.begin() as connection:
+        with self.sm.write_connection() as connection:
             started = connection.execute(select(runtimes_table.c.position).where(
                 runtimes_table.c.pipeline_id == pipeline_id)).first()
             if started is not None:
@@ -220,7 +204,7 @@ class PipelineRuntime:
 
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(hosts)))) as pool:
             problems = [p for p in pool.map(stop_on, hosts.values()) if p]
-        with self.sm.engine.begin() as connection:
+        with self.sm.write_connection() as connection:
             connection.execute(update(runtimes_table).where(
                 runtimes_table.c.pipeline_id == pipeline_id, runtimes_table.c.status.in_(("running", "starting",
                                                                                           "pending")))
@@ -230,13 +214,12 @@ class PipelineRuntime:
         return {**self.status(actor, pipeline_id), "stop_problems": problems}
 
     def forget(self, pipeline_id: str) -> None:
-        with self.sm.engine.begin() as connection:
+        with self.sm.write_connection() as connection:
             connection.execute(delete(runtimes_table).where(runtimes_table.c.pipeline_id == pipeline_id))
 
 
 def register_pipeline_runtime(app: Flask, sm: SecurityManager, auth: Authenticator) -> None:
     """Add the start/stop/status routes of pipeline runtimes to the SM's app."""
-    ensure_table(sm)
     runtime = PipelineRuntime(sm)
 
     def view(roles: tuple[Role, ...], handler: Callable[..., Any]) -> Callable[..., Response]:
