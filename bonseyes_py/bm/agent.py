@@ -15,6 +15,7 @@ import re
 import secrets
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -25,7 +26,7 @@ from bonseyes_py.bl import layout
 from bonseyes_py.bm import records as rec
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.bm.devices import device_requests_for
-from bonseyes_py.bm.images import FetchResult, ImageStore
+from bonseyes_py.bm.images import FetchResult, ImageStore, RegistryIdentity
 from bonseyes_py.bm.records import RecordStore, RuntimeRecord
 from bonseyes_py.bm.sm_client import SMClient, SMRefused, is_final_refusal
 from bonseyes_py.errors import BonseyesError, InputError, LicenceError
@@ -59,7 +60,9 @@ class BonseyesModule:
         self.docker = docker_client or (docker.DockerClient(base_url=config.docker_url, timeout=300)
                                         if config.docker_url else docker.from_env(timeout=300))
         self.sm = sm or SMClient(config)
-        self.images = ImageStore(self.docker, config.registry, scheme=config.registry_scheme)
+        self.images = ImageStore(self.docker, config.registry, scheme=config.registry_scheme, identity=RegistryIdentity(
+            certificate=config.certificate, key=config.key, ca_bundle=config.ca_bundle, name=config.host_id,
+            engine_certs_dir=Path(config.engine_certs_dir) if config.engine_certs_dir else None))
         self.store = RecordStore(config.records, config.runtimes)
         self.ca_bundle_pem = config.ca_bundle.read_bytes()
         chain = load_certificate_chain(self.ca_bundle_pem)

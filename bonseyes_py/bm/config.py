@@ -25,8 +25,9 @@ class BMConfig:
     sm_url: str = "https://127.0.0.1:8443"
     bind_ip: str = "127.0.0.1"
     port: int = 8444
-    registry: str = ""  # host:port of the registry images are pulled from
-    registry_scheme: str = "http"
+    registry: str = ""  # host:port of the Marketplace's mTLS pull endpoint (a DNS name, not 127.x)
+    registry_scheme: str = "https"  # "http" only for a legacy plain endpoint (logged as a warning)
+    engine_certs_dir: str = "/etc/docker/certs.d"  # where the engine looks for per-registry client identities
     docker_url: str = ""  # empty: the engine of the environment (DOCKER_HOST or the local socket)
     heartbeat_seconds: float = 20.0
     renew_seconds: float = 0.0  # 0: a third of each host licence's lifetime

@@ -8,14 +8,27 @@ digest with the engine's reason, which the SM treats as a mismatch.
 
 The SM names images by digest only; the repository that holds a digest is found by asking the
 registry (its catalogue, then ``HEAD`` of the manifest by digest), which is content addressed and
-so cannot point BM at other bytes than the ones the digest pins.
+so cannot point BM at other bytes than the ones the digest pins. A reference that is not
+``REPOSITORY@sha256:...`` (a tag) is refused before anything reaches the engine.
+
+Hosts pull over TLS with their host certificate from the Marketplace's read-only pull endpoint
+(``RegistryProcess(read_only=True, tls=...)``: client certificates must chain to the SM root).
+BM's own registry calls use ``requests`` with the host certificate; the Docker engine, which does
+the pull itself, finds the same identity in its per-registry directory
+(``/etc/docker/certs.d/HOST:PORT/``): BM links ``<host ID>.cert``/``.key`` there to its own
+``tls/host.pem`` and ``tls/host.key`` (links, not copies: the host key stays in one file) and
+writes the SM root and intermediate as ``bonseyes-sm.crt``. The engine only uses that directory
+for registries it considers secure, which excludes 127.0.0.0/8 (the engine's built-in insecure
+range): name the pull endpoint by a DNS name, as a real Marketplace is.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -23,6 +36,7 @@ import requests
 
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.identity.ids import check_digest
+from bonseyes_py.pki.keys import write_public_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,17 @@ class ImageError(BonseyesError):
 
 
 @dataclass(frozen=True)
+class RegistryIdentity:
+    """The host identity BM presents to the pull endpoint, and the CA bundle its server must chain to."""
+
+    certificate: Path
+    key: Path
+    ca_bundle: Path
+    name: str  # file name stem in the engine's certs.d directory (the host ID)
+    engine_certs_dir: Path | None = Path("/etc/docker/certs.d")
+
+
+@dataclass(frozen=True)
 class FetchResult:
     requested: str
     computed: str  # "" when the image could not be fetched or did not match
@@ -51,20 +76,50 @@ class FetchResult:
 class ImageStore:
     """Pulls, digests and removes images on one Docker engine for one BM."""
 
-    def __init__(self, client: docker.DockerClient, registry: str, *, scheme: str = "http",
-                 timeout: float = 30.0) -> None:
+    def __init__(self, client: docker.DockerClient, registry: str, *, scheme: str = "https",
+                 identity: RegistryIdentity | None = None, timeout: float = 30.0) -> None:
+        if scheme not in ("https", "http"):
+            raise InputError(f"registry scheme must be https, not {scheme!r}", check="registry-scheme")
+        if scheme == "https" and registry and identity is None:
+            raise InputError("pulling over TLS needs the host identity", check="registry-identity")
+        if scheme == "http" and registry:
+            log.warning("registry %s is plain HTTP: hosts must pull over TLS from the mTLS pull endpoint", registry)
         self.client = client
         self.registry = registry
         self.registry_url = f"{scheme}://{registry}"
+        self.identity = identity if scheme == "https" else None
         self.timeout = timeout
         self._repositories: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.session = requests.Session()
+        if self.identity is not None:
+            self.session.cert = (str(self.identity.certificate), str(self.identity.key))
+            self.session.verify = str(self.identity.ca_bundle)
+            self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the SM root
+            self.configure_engine()
+
+    def configure_engine(self) -> Path | None:
+        """Give the engine this host's identity for the pull endpoint (idempotent, done at start and per fetch)."""
+        if self.identity is None or self.identity.engine_certs_dir is None or not self.registry:
+            return None
+        directory = self.identity.engine_certs_dir / self.registry
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        write_public_file(directory / "bonseyes-sm.crt", self.identity.ca_bundle.read_bytes())
+        for suffix, target in ((".key", self.identity.key), (".cert", self.identity.certificate)):
+            link = directory / f"{self.identity.name}{suffix}"
+            if link.is_symlink() and os.readlink(link) == str(target.resolve()):
+                continue
+            temporary = directory / f".{self.identity.name}{suffix}.{os.getpid()}"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(target.resolve())
+            os.replace(temporary, link)
+        return directory
 
     # -- repository lookup ------------------------------------------------------------------------
 
     def _has_manifest(self, repository: str, digest: str) -> bool:
-        response = requests.head(f"{self.registry_url}/v2/{repository}/manifests/{digest}",
-                                 headers={"Accept": MANIFEST_TYPES}, timeout=self.timeout)
+        response = self.session.head(f"{self.registry_url}/v2/{repository}/manifests/{digest}",
+                                     headers={"Accept": MANIFEST_TYPES}, timeout=self.timeout)
         return response.status_code == 200 and response.headers.get("Docker-Content-Digest") == digest
 
     def _catalogue(self) -> list[str]:
@@ -72,7 +127,7 @@ class ImageStore:
         repositories: list[str] = []
         url: str | None = f"{self.registry_url}/v2/_catalog?n={CATALOGUE_PAGE}"
         while url and len(repositories) < MAX_REPOSITORIES:
-            response = requests.get(url, timeout=self.timeout)
+            response = self.session.get(url, timeout=self.timeout)
             response.raise_for_status()
             repositories += [str(r) for r in response.json().get("repositories") or []]
             following = response.links.get("next", {}).get("url")
@@ -100,6 +155,14 @@ class ImageStore:
     def reference(self, digest: str) -> str:
         return f"{self.registry}/{self.repository_of(digest)}@{digest}"
 
+    @staticmethod
+    def check_pinned(reference: str) -> tuple[str, str]:
+        """``REPOSITORY@sha256:...`` -> (repository, digest); a tag (or anything else) is refused."""
+        repository, at, digest = reference.partition("@")
+        if not at or not repository:
+            raise InputError(f"{reference!r} is not pinned by digest; BM pulls by digest only", check="pull-by-tag")
+        return repository, check_digest(digest)
+
     # -- step 3 -------------------------------------------------------------------------------------
 
     def local_digests(self, reference: str) -> list[str]:
@@ -116,15 +179,20 @@ class ImageStore:
             reference = self.reference(digest)
         except BonseyesError as exc:
             return FetchResult(digest, "", "", str(exc))
-        repository = reference.partition("@")[0]
         try:
-            self.client.images.pull(repository, tag=digest)
+            self.pull(reference)
         except docker.errors.APIError as exc:
             log.warning("pull of %s failed: %s", reference, exc)
             return FetchResult(digest, "", reference, f"pull failed: {exc.explanation or exc}")
         computed = digest if digest in self.local_digests(reference) else ""
         return FetchResult(digest, computed, reference,
                            "" if computed else "engine records no such manifest digest after the pull")
+
+    def pull(self, reference: str) -> None:
+        """Have the engine pull ``REPOSITORY@sha256:...`` (over TLS with this host's identity); tags are refused."""
+        repository, digest = self.check_pinned(reference)
+        self.configure_engine()
+        self.client.images.pull(repository, tag=digest)
 
     def is_present(self, digest: str) -> bool:
         try:

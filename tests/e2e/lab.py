@@ -14,6 +14,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from requests.adapters import HTTPAdapter
 
 from bonseyes_py.bm.enrol import OwnerIdentity, enrol_host
 from bonseyes_py.mp.catalogue import Catalogue
-from bonseyes_py.mp.registry import RegistryProcess
+from bonseyes_py.mp.registry import RegistryProcess, RegistryTLS
 from bonseyes_py.mp.service import Marketplace
 from bonseyes_py.mp.signing import LocalArtefactSigner
 from bonseyes_py.pki.ca import CertificateAuthority
@@ -49,12 +50,33 @@ PYBASE = "bonseyes/base-python:bookworm"
 RELAY_IMAGE = "bonseyes-e2e/relay:" + hashlib.sha256((HERE / "relay_payload.py").read_bytes()).hexdigest()[:12]
 LABEL_HOST = "io.bonseyes.bm.host"
 LABEL_PIPELINE = "io.bonseyes.bm.pipeline"
+ENGINE_CERTS_DIR = "/etc/docker/certs.d"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# The pull endpoint's name. The Docker engine treats 127.0.0.0/8 as an insecure registry range, and
+# for those it neither verifies the server nor presents client certificates; a name that resolves to
+# ::1 only is a "secure" registry to the engine, so hosts pull over TLS with their host certificate.
+REGISTRY_NAME = "registry.bonseyes.test"
+HOSTS_FILE = Path("/etc/hosts")
+
+
+def ensure_registry_name() -> None:
+    """Map ``REGISTRY_NAME`` to ::1 in /etc/hosts (RFC 6761 ``.test``: never a real name), once."""
+    for line in HOSTS_FILE.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if REGISTRY_NAME in fields[1:]:
+            if fields[0] != "::1":
+                raise AssertionError(f"{HOSTS_FILE} maps {REGISTRY_NAME} to {fields[0]}, not ::1")
+            return
+    with HOSTS_FILE.open("a") as handle:
+        handle.write(f"::1 {REGISTRY_NAME}  # bonseyes e2e: mTLS pull endpoint on IPv6 loopback\n")
 
 
 def clean_env() -> dict[str, str]:
@@ -203,9 +225,19 @@ class Lab:
 
     def start_registry(self) -> RegistryProcess:
         self.registry = RegistryProcess(self.root / "registry").start()
-        # BMs pull from a read-only endpoint over the same storage: anybody on loopback may read, nobody write.
-        self.pull_registry = RegistryProcess(self.root / "registry-pull", storage=self.registry.storage,
-                                             read_only=True).start()
+        # BMs pull from the read-only endpoint over the same storage, over TLS: only holders of an
+        # SM-issued certificate may read, nobody may write.
+        ensure_registry_name()
+        tls_dir = self.root / "registry-tls"
+        key = generate_private_key()
+        key_path = write_private_key(tls_dir / "server.key", key)
+        certificate = self.ca.issue(key.public_key(), self.ca.identity(Role.MARKETPLACE, "registry-pull"),
+                                    dns_names=(REGISTRY_NAME,))
+        cert_path = tls_dir / "server.pem"
+        cert_path.write_bytes(certificate_pem(certificate) + certificate_pem(self.ca.intermediate))
+        self.pull_registry = RegistryProcess(self.root / "registry-pull", host=REGISTRY_NAME, port=free_port("::1"),
+                                             storage=self.registry.storage, read_only=True,
+                                             tls=RegistryTLS(cert_path, key_path, self.ca_bundle)).start()
         self.marketplace = Marketplace(
             catalogue=Catalogue.sqlite(self.root / "catalogue.db"), registry=self.registry.client(),
             registry_address=self.registry.address, credentials=self.registry.credentials(),
@@ -292,6 +324,8 @@ class Lab:
         if self.registry is not None:
             self.registry.stop()
             self.pull_registry.stop()
+            # The BMs' links to their (now deleted) host identities would break the engine's later pulls.
+            shutil.rmtree(Path(ENGINE_CERTS_DIR) / self.pull_registry.address, ignore_errors=True)
 
 
 def run_pipeline(user: Client, premise: str, stages: list[dict[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from lab import BMHandle, Lab, clean_env, dump, logs_of, run_pipeline, wait_for
 
-from bonseyes_py.errors import LicenceError
+from bonseyes_py.bm.config import BMConfig
+from bonseyes_py.bm.images import ImageStore, RegistryIdentity
+from bonseyes_py.errors import InputError, LicenceError
 from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
 from bonseyes_py.pki.certs import certificate_pem, load_certificate_chain
 from bonseyes_py.pki.keys import generate_private_key, write_private_key
@@ -305,3 +308,35 @@ def test_bm_restarted_during_set_up_leaves_nothing_running_unlicensed(lab: Lab) 
         nonce = container.labels["io.bonseyes.bm.nonce"]
         assert [r["status"] for r in records if r["nonce"] == nonce] == ["running"], dump(records)
     alice.post(f"/v1/pipelines/{pipeline_id}/stop")
+
+
+def test_hosts_pull_by_digest_over_mutual_tls_only(lab: Lab) -> None:
+    pull = lab.pull_registry
+    assert pull.url.startswith("https://registry.bonseyes.test:")
+    # The pull endpoint speaks TLS only and wants a certificate from the SM's CA.
+    plain = requests.get(f"http://{pull.address}/v2/", timeout=10)
+    assert plain.status_code == 400  # "Client sent an HTTP request to an HTTPS server."
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get(f"{pull.url}/v2/", verify=str(lab.ca_bundle), timeout=10)
+    config = BMConfig.load(lab.host_a.directory)
+    assert config.registry == pull.address
+    assert config.registry_scheme == "https"
+    as_host = requests.get(f"{pull.url}/v2/", verify=str(lab.ca_bundle), timeout=10,
+                           cert=(str(config.certificate), str(config.key)))
+    assert as_host.status_code == 200
+    # BM's image store with host A's identity: a tag is refused before the engine sees it ...
+    store = ImageStore(lab.docker, config.registry, identity=RegistryIdentity(
+        certificate=config.certificate, key=config.key, ca_bundle=config.ca_bundle, name=config.host_id,
+        engine_certs_dir=Path(config.engine_certs_dir)))
+    with pytest.raises(InputError) as by_tag:
+        store.pull(f"{pull.address}/{lab.relay['repository']}:latest")
+    assert by_tag.value.check == "pull-by-tag"
+    assert store.fetch("relay:latest").computed == ""
+    # ... and a digest is pulled by the engine over mutual TLS with the host identity BM linked for it.
+    links = Path(config.engine_certs_dir) / pull.address
+    assert (links / f"{config.host_id}.key").resolve() == config.key.resolve()
+    assert (links / f"{config.host_id}.cert").resolve() == config.certificate.resolve()
+    result = store.fetch(lab.relay["digest"])
+    assert result.error == ""
+    assert result.computed == lab.relay["digest"]
+    assert result.reference == f"{pull.address}/{lab.relay['repository']}@{lab.relay['digest']}"
