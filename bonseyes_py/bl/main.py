@@ -39,8 +39,11 @@ EXIT_LICENCE = 77  # EX_NOPERM
 EXIT_CONFIG = 78  # EX_CONFIG
 EXIT_NOT_FOUND = 127
 MAX_LICENCE_BYTES = 64 * 1024
-RENEW_AT = 0.5  # renew the artefact licence once half of its lifetime has passed
+# Renew the artefact licence once a third of its lifetime has passed: two more attempts fit before expiry.
+RENEW_AT = 1 / 3
 RETRY_SECONDS = 5.0
+POLL_SECONDS = 1.0
+EXPIRY_MARGIN_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 # Variables the PyInstaller bootloader adds for its own use; the payload must not inherit them.
 _BOOTLOADER_PREFIXES = ("_PYI_", "_MEIPASS")
@@ -218,26 +221,37 @@ class Supervisor:
 
 
 def renewal_loop(artefact: str, licence: Any, supervisor: Supervisor) -> None:
-    """Step 6 again before each artefact licence expires, independent of BM's host-licence renewals."""
+    """Step 6 again before each artefact licence expires, on BL's own clock, apart from BM's renewals.
+
+    The SM issues one artefact licence per host licence (a repeated request returns the same one),
+    so a renewal needs a host licence BM renewed since the last one: BL waits for it, and when the
+    artefact licence runs out first, or the SM refuses (artefact, host or user revoked), the payload
+    is stopped and BL exits with 77: nothing runs unlicensed.
+    """
     from bonseyes_py.bl import protocol
 
     while supervisor.status is None:
         lifetime = max(1.0, licence.expires - licence.issued)
-        due = licence.issued + lifetime * RENEW_AT
-        time.sleep(max(0.5, due - time.time()))
+        time.sleep(max(0.5, licence.issued + lifetime * RENEW_AT - time.time()))
         while supervisor.status is None:
+            if time.time() >= licence.expires - EXPIRY_MARGIN_SECONDS:
+                supervisor.stop_payload(EXIT_LICENCE, "artefact licence expired without renewal")
+                return
             try:
+                if protocol.current_host_licence_id() == licence.host_claims["jti"]:
+                    time.sleep(POLL_SECONDS)  # BM has not renewed the host licence yet
+                    continue
                 licence = protocol.renew(artefact)
-                print(f"bonseyes-layer: artefact licence renewed ({licence.claims['jti']}, expires "
-                      f"{int(licence.expires)})", file=sys.stderr, flush=True)
+                print(f"bonseyes-layer: artefact licence renewed ({licence.claims['jti']}, host licence "
+                      f"{licence.host_claims['jti']}, expires {int(licence.expires)})", file=sys.stderr, flush=True)
                 break
             except protocol.ProtocolError as exc:
-                if exc.final or time.time() >= licence.expires - 1:
+                if exc.final:
                     supervisor.stop_payload(EXIT_LICENCE, f"artefact licence renewal refused: {exc}")
                     return
                 print(f"bonseyes-layer: artefact licence renewal failed, will retry: {exc}", file=sys.stderr,
                       flush=True)
-                time.sleep(min(RETRY_SECONDS, max(0.2, (licence.expires - time.time()) / 4)))
+                time.sleep(min(RETRY_SECONDS, max(POLL_SECONDS, (licence.expires - time.time()) / 4)))
 
 
 # --- step 6 hook (owned by bonseyes_py/bl/protocol.py; keep this block small) -------------------

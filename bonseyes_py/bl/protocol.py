@@ -83,6 +83,18 @@ def read_host_licence() -> str:
     return token.strip().decode()
 
 
+def current_host_licence_id() -> str:
+    """The ``jti`` of the host licence BM mounted now (unverified: only to notice that BM renewed it)."""
+    import base64
+
+    try:
+        payload = read_host_licence().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(claims.get("jti", ""))
+    except (OSError, ValueError, IndexError, AttributeError, ProtocolError):
+        return ""  # unreadable now: the renewal itself reports why
+
+
 def verify_peer(der: bytes | None, role: Any, what: str) -> Any:
     """The peer's leaf certificate, verified against the baked root for ``role``; returns (identity, cert)."""
     from bonseyes_py.errors import BonseyesError

@@ -260,11 +260,15 @@ class Lab:
                                  pull=False)
         return RELAY_IMAGE
 
-    def register_artefact(self, name: str, owner: str, image: str | None = None) -> dict[str, Any]:
+    def register_artefact(self, name: str, owner: str, image: str | None = None,
+                          licence_seconds: int = 0) -> dict[str, Any]:
         """Register through the MP (vet, BL layer, push, sign), then record it at the SM."""
         caller = Identity(self.ca.trust_domain, Role.USER, owner)
         artefact = self.marketplace.register(image or self.relay_image(), caller=caller, name=name)
-        answer = self.admin.post("/v1/artefacts", {"artefact_id": name, "owner": owner, "digest": artefact.digest})
+        record: dict[str, Any] = {"artefact_id": name, "owner": owner, "digest": artefact.digest}
+        if licence_seconds:
+            record["terms"] = {"licence_seconds": licence_seconds}  # both licences of its runtimes live this long
+        answer = self.admin.post("/v1/artefacts", record)
         assert answer.status_code == 201, answer.text
         return {"name": name, "digest": artefact.digest, "repository": artefact.repository,
                 "reference": f"{self.pull_registry.address}/{artefact.repository}@{artefact.digest}"}  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -254,17 +255,51 @@ def test_bm_of_unregistered_or_revoked_host_is_refused(lab: Lab) -> None:
 
 
 def test_revoked_artefact_is_stopped_at_next_renewal_and_no_longer_licensed(lab: Lab) -> None:
-    lab.register_artefact("doomed", "alice")
+    """BL renews the artefact licence itself (step 6 again), on its own clock, apart from BM's renewals.
+
+    Licences of "doomed" live 60 s. This host's BM renews host licences every 15 s; BL renews its
+    artefact licence when a third of its life has passed (about 20 s and 40 s after the start), each
+    time with the newest host licence BM holds. The artefact is revoked right after BM's second host
+    renewal (30 s): BL's renewal (40 s) comes before BM's next one (45 s), so the refusal that stops
+    the revoked runtime is BL's.
+    """
+    handle = lab.add_host("127.0.0.5", "alice", [PREMISE], renew_seconds=15.0)
+    lab.start_bm(handle)
+    lab.register_artefact("doomed", "alice", licence_seconds=60)
     alice = lab.user("alice")
-    pipeline, started = run_pipeline(alice, PREMISE, [{"artefact_id": "doomed", "host_id": lab.host_a.host_id}])
+    pipeline, started = run_pipeline(alice, PREMISE, [{"artefact_id": "doomed", "host_id": handle.host_id}])
     assert started["stages"][0]["status"] == "running", dump(started)
-    assert len(lab.pipeline_containers(pipeline["pipeline_id"])) == 1
+    pipeline_id = pipeline["pipeline_id"]
+    assert len(lab.pipeline_containers(pipeline_id)) == 1
+    container = lab.pipeline_containers(pipeline_id)[0]
+    bm = lab.bm_client(handle)
+
+    def record() -> dict[str, Any]:
+        return dict(bm.get("/v1/runtimes", params={"pipeline_id": pipeline_id}).json()["runtimes"][0])
+
+    first = record()
+    assert first["artefact_licences"] == 1
+    # BM renews the host licence (15 s); BL does not follow at once: its own renewal is due at 20 s.
+    second_host = wait_for(lambda: (r := record())["host_licence_id"] != first["host_licence_id"] and r, 40,
+                           "BM's first host licence renewal")
+    assert second_host["artefact_licences"] == 1
+    renewed = wait_for(lambda: (r := record())["artefact_licences"] >= 2 and r, 30, "BL's first renewal")
+    assert renewed["artefact_licence_id"] != first["artefact_licence_id"]
+    assert renewed["host_licence_id"] == second_host["host_licence_id"]
+    assert "artefact licence renewed" in logs_of(container)
+    third_host = wait_for(lambda: (r := record())["host_licence_id"] != second_host["host_licence_id"] and r, 40,
+                          "BM's second host licence renewal")
+    assert third_host["artefact_licences"] == 2
+
     answer = lab.admin.post("/v1/revocations", {"kind": "artefact", "id": "doomed", "reason": "e2e"})
     assert answer.status_code == 200, answer.text
-    wait_for(lambda: lab.pipeline_containers(pipeline["pipeline_id"]) == [], 60, "the renewal to stop the runtime")
-    runtimes = lab.bm_client(lab.host_a).get("/v1/runtimes", params={"pipeline_id": pipeline["pipeline_id"]}).json()
-    assert runtimes["runtimes"][0]["status"] == "stopped"
-    assert "renewal refused" in runtimes["runtimes"][0]["detail"]
+    wait_for(lambda: lab.pipeline_containers(pipeline_id) == [], 60, "the renewal to stop the runtime")
+    stopped = record()
+    assert stopped["status"] == "stopped"
+    assert stopped["host_licence_id"] == third_host["host_licence_id"]  # BM renewed nothing after the revocation
+    assert "payload exited with status 77" in stopped["detail"], stopped
+    assert "artefact licence renewal refused" in stopped["detail"], stopped
+    assert "revoked" in stopped["detail"], stopped
     again = alice.post("/v1/pipelines", {"premise": PREMISE, "stages": [
         {"artefact_id": "doomed", "host_id": lab.host_a.host_id}]})
     assert again.status_code == 403, again.text
