@@ -28,6 +28,7 @@ from bonseyes_py.policy import PolicyEngine
 from bonseyes_py.sm import audit
 from bonseyes_py.sm.bm_client import BonseyesModuleClient
 from bonseyes_py.sm.config import SMConfig
+from bonseyes_py.sm.fastsql import FastSQL
 from bonseyes_py.sm.instances import InstanceTracker
 from bonseyes_py.sm.models import SMState
 from bonseyes_py.web.errors import NotFoundError
@@ -99,6 +100,8 @@ class SMCore:
                             if is_sqlite(url) else engine)
         self.read_sessions: sessionmaker[Session] = session_factory(self.read_engine)
         self.write_lock = WriteLock(url)
+        # The licence path's write transactions, on the DBAPI cursor (fastsql.py).
+        self.fast_sql = FastSQL(engine, self.write_lock)
         self.bm_client = bm_client
         self.clock = clock
         self.issuer = LicenceIssuer(ca)

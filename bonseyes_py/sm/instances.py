@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import heapq
 import threading
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select
 
 from bonseyes_py.sm.models import Licence
 
@@ -52,7 +52,7 @@ class InstanceTracker:
         self._live: dict[str, dict[Runtime, float]] = {}
         self._expiries: dict[str, list[tuple[float, str, str]]] = {}
 
-    def running(self, connection: Connection, *, generation: int, head_seq: int, artefact_id: str,
+    def running(self, connection: Any, *, generation: int, head_seq: int, artefact_id: str,
                 exclude: Runtime, now: float) -> int:
         """Distinct live runtimes of ``artefact_id`` other than ``exclude``, as the database has them.
 
@@ -93,7 +93,7 @@ class InstanceTracker:
         with self._lock:
             self._generation = None
 
-    def _reload(self, connection: Connection, now: float) -> None:
+    def _reload(self, connection: Any, now: float) -> None:
         self._live = {}
         self._expiries = {}
         for row in connection.execute(_RELOAD, {"now": now}):

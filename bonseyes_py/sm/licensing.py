@@ -157,7 +157,9 @@ def _part(row: Any, prefix: str, table: Table) -> SimpleNamespace | None:
 
 
 def row_dict(row: Any) -> dict[str, Any]:
-    return dict(row._mapping)
+    """A SQLAlchemy row or a ``fastsql`` row (a namedtuple) as a dict."""
+    mapping = getattr(row, "_mapping", None)
+    return dict(mapping) if mapping is not None else dict(row._asdict())
 
 
 def _hash(*parts: Any) -> str:
@@ -256,10 +258,10 @@ class LicenceOperations(SMCore):
         now = self.now()
         ttl = self.config.heartbeat_ttl_seconds
         host_id = actor.name
-        # This is the hot path of the SM: one write transaction on a Core connection (no ORM session),
-        # with prebuilt statements. The retry lookup, every check, the licence, its runtime certificate
-        # and its audit entry are read and written together and committed before the answer leaves.
-        with self.write_connection() as conn:
+        # This is the hot path of the SM: one write transaction of prebuilt statements on the DBAPI
+        # cursor (fastsql.py). The retry lookup, every check, the licence, its runtime certificate and
+        # its audit entry are read and written together and committed before the answer leaves.
+        with self.fast_sql.transaction() as conn:
             head = conn.execute(_PREAMBLE, {"request_key": request_key}).one()
             if head.jti is not None:
                 return self._replayed(head, fingerprint)
