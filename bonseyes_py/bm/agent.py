@@ -76,6 +76,7 @@ class BonseyesModule:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.removed_digests: list[str] = []
+        self.fetch_timings: dict[str, dict[str, float]] = {}  # the last fetch of each digest (benchmarks)
         self.last_heartbeat: dict[str, Any] = {}
 
     # -- trust --------------------------------------------------------------------------------------
@@ -122,7 +123,11 @@ class BonseyesModule:
     # -- step 3 -------------------------------------------------------------------------------------
 
     def fetch_images(self, digests: list[str]) -> list[FetchResult]:
-        return [self.images.fetch(digest) for digest in digests]
+        results = [self.images.fetch(digest) for digest in digests]
+        with self._lock:
+            for result in results:
+                self.fetch_timings[result.requested] = dict(result.timings)
+        return results
 
     def remove_images(self, digests: list[str]) -> list[str]:
         removed = []
@@ -411,7 +416,7 @@ class BonseyesModule:
     def status(self) -> dict[str, Any]:
         return {"host_id": self.host_id, "ip": self.config.bind_ip, "port": self.config.port,
                 "last_heartbeat": self.last_heartbeat, "runtimes": self.runtimes(),
-                "removed_digests": list(self.removed_digests),
+                "removed_digests": list(self.removed_digests), "fetch_timings": dict(self.fetch_timings),
                 "now": dt.datetime.now(dt.UTC).isoformat()}
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -71,6 +72,9 @@ class FetchResult:
     computed: str  # "" when the image could not be fetched or did not match
     reference: str
     error: str = ""
+    # Where the time went (seconds): "lookup" (BM asking the registry which repository holds the
+    # digest: protocol) and "pull" (the engine's pull, including its digest checks: Docker).
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 class ImageStore:
@@ -175,18 +179,25 @@ class ImageStore:
 
     def fetch(self, digest: str) -> FetchResult:
         """Pull ``digest`` and return the digest the engine computed for it."""
+        began = time.perf_counter()
         try:
             reference = self.reference(digest)
         except BonseyesError as exc:
             return FetchResult(digest, "", "", str(exc))
+        timings = {"lookup": time.perf_counter() - began}
+        began = time.perf_counter()
         try:
             self.pull(reference)
         except docker.errors.APIError as exc:
             log.warning("pull of %s failed: %s", reference, exc)
             return FetchResult(digest, "", reference, f"pull failed: {exc.explanation or exc}")
+        finally:
+            timings["pull"] = time.perf_counter() - began
+        began = time.perf_counter()
         computed = digest if digest in self.local_digests(reference) else ""
+        timings["readback"] = time.perf_counter() - began
         return FetchResult(digest, computed, reference,
-                           "" if computed else "engine records no such manifest digest after the pull")
+                           "" if computed else "engine records no such manifest digest after the pull", timings)
 
     def pull(self, reference: str) -> None:
         """Have the engine pull ``REPOSITORY@sha256:...`` (over TLS with this host's identity); tags are refused."""
