@@ -126,6 +126,8 @@ class FastSQL:
         self.engine = engine
         self.write_lock = write_lock
         self._sqlite = is_sqlite(engine.url.drivername)
+        # The driver's IntegrityError (a unique key taken by a concurrent transaction).
+        self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self._compiled: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
         self._keep: list[ClauseElement] = []  # keeps compiled statements alive, so their ids stay theirs
         self._lock = threading.Lock()

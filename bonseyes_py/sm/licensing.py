@@ -32,13 +32,13 @@ from sqlalchemy import Table, and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bonseyes_py.errors import InputError, LicenceError
+from bonseyes_py.errors import BonseyesError, InputError, LicenceError
 from bonseyes_py.identity.ids import RuntimeID, check_digest, check_nonce
-from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
+from bonseyes_py.licences import Expectations, HostLicence, LicenceKind, verify_licence
 from bonseyes_py.pki.certs import certificate_pem, chain_pem
 from bonseyes_py.pki.keys import private_key_pem
 from bonseyes_py.pki.roles import Identity, Role, check_name
-from bonseyes_py.policy import Action, Decision, HostAttributes, PremiseAttributes, RequestContext
+from bonseyes_py.policy import Action, Decision, HostAttributes, PremiseAttributes, RequestContext, policy_revision
 from bonseyes_py.sm import audit
 from bonseyes_py.sm.artefacts import artefact_attributes
 from bonseyes_py.sm.attributes import host_attributes, user_attributes
@@ -120,6 +120,19 @@ _MEMBERSHIPS = select(
     .where(PREMISE_USERS.c.premise == bindparam("premise")).scalar_subquery().label("members"),
     select(func.aggregate_strings(PREMISE_HOSTS.c.premise, " "))
     .where(PREMISE_HOSTS.c.host_id == bindparam("host_id")).scalar_subquery().label("host_premises"))
+@dataclass(frozen=True)
+class _Presigned:
+    """A signed licence and its sealed response, for the reads (and generation) it was built from."""
+
+    generation: int
+    reads: Any
+    policy_revision: str
+    runtime: RuntimeID
+    licence: HostLicence
+    response: dict[str, Any]
+    sealed: bytes
+
+
 # How many reads the cache keeps per worker before it starts afresh (a generation change empties it).
 _LICENCE_READS_LIMIT = 4096
 
@@ -187,8 +200,9 @@ class LicenceOperations(SMCore):
             self._audit_denial(actor, "host-licence-denied", denied.decision, artefact_id=artefact_id,
                                user_id=user_id, digest=image_digest, nonce=nonce)
             raise denial(denied.decision) from None
-        except IntegrityError:
-            # PostgreSQL: a concurrent request with the same key committed first; answer as a retry would be.
+        except (IntegrityError, self.fast_sql.integrity_error):
+            # A concurrent request with the same key committed first; answer as a retry would be. (The
+            # preamble's head lock serialises issuers, so this is a backstop.)
             stored = self._stored_response(request_key, fingerprint)
             if stored is None:
                 raise
@@ -253,11 +267,64 @@ class LicenceOperations(SMCore):
                 self.licence_reads[key] = reads
         return reads
 
+    def _presign(self, host_id: str, peer_ip: str, artefact_id: str, user_id: str, digest: str, nonce: str,
+                 renews: str | None, now: float) -> _Presigned | None:
+        """Sign the licence outside the write lock when this worker has the request's reads cached.
+
+        Signing (a runtime key pair, its certificate, the JWT) and sealing the response are most of
+        a licence's CPU time; done before the lock, they no longer make other issuers wait. Nothing
+        signed here leaves the process unless the transaction then finds these very reads current,
+        every check passes and the policy allows, with the same policy revision.
+        """
+        key = (artefact_id, host_id, user_id, digest)
+        with self.licence_reads_lock:
+            generation = self.licence_reads_generation
+            reads = cast(_LicenceReads | None, self.licence_reads.get(key))
+        if (generation is None or reads is None or reads.artefact is None or reads.host is None
+                or reads.pipeline is None or reads.pipeline.name is None or reads.image_artefact != artefact_id):
+            return None
+        try:
+            revision = policy_revision(reads.pipeline.policy)
+            return self._sign_host_licence(reads, peer_ip, artefact_id, user_id, digest, nonce, renews, now,
+                                           generation, revision)
+        except BonseyesError:
+            return None  # Whatever failed is reported by the checks in the transaction.
+
+    def _sign_host_licence(self, reads: _LicenceReads, peer_ip: str, artefact_id: str, user_id: str, digest: str,
+                           nonce: str, renews: str | None, now: float, generation: int,
+                           revision: str) -> _Presigned:
+        artefact, host, pipeline = reads.artefact, reads.host, reads.pipeline
+        validity = self._validity(artefact, now, self.config.host_licence_seconds)
+        runtime = RuntimeID(image_digest=digest, artefact_id=artefact_id, user_id=user_id, host_id=host.host_id,
+                            nonce=nonce, host_ip=peer_ip)
+        terms = {"premise": pipeline.name, "policy_revision": revision, "pipeline_id": pipeline.pipeline_id,
+                 "max_instances": artefact.max_instances}
+        if artefact.requires_gpu:
+            # The policy allowed a GPU artefact on this host: BM requests its GPUs for the container.
+            terms["gpus"] = host.gpu_count
+        licence = self.issuer.issue_host_licence(runtime, validity=validity, terms=terms,
+                                                 now=dt.datetime.fromtimestamp(now, dt.UTC))
+        jti = licence.claims["jti"]
+        certificate_text = certificate_pem(licence.runtime_certificate).decode()
+        response = {
+            "licence_id": jti, "licence": licence.token, "expires_at": licence.claims["exp"],
+            "runtime_id": runtime.as_claim(), "runtime_name": runtime.name,
+            "runtime_key": private_key_pem(licence.runtime_key).decode(),
+            "runtime_certificate": certificate_text,
+            "runtime_chain": certificate_text + self._intermediate_pem(),
+            "renews": renews,
+        }
+        sealed = self.box.seal(json.dumps(response).encode(), jti)
+        return _Presigned(generation, reads, revision, runtime, licence, response, sealed)
+
     def _issue_host_licence(self, actor: Identity, peer_ip: str, image_digest: str, artefact_id: str, user_id: str,
                             nonce: str, renews: str | None, request_key: str, fingerprint: str) -> dict[str, Any]:
         now = self.now()
         ttl = self.config.heartbeat_ttl_seconds
         host_id = actor.name
+        # Signed before the write lock, from this worker's cached reads; used only if the transaction
+        # below finds the same reads current and the policy allows (otherwise signed again in it).
+        presigned = self._presign(host_id, peer_ip, artefact_id, user_id, image_digest, nonce, renews, now)
         # This is the hot path of the SM: one write transaction of prebuilt statements on the DBAPI
         # cursor (fastsql.py). The retry lookup, every check, the licence, its runtime certificate and
         # its audit entry are read and written together and committed before the answer leaves.
@@ -312,27 +379,14 @@ class LicenceOperations(SMCore):
                 context=RequestContext(now=int(now), host_ip=peer_ip, running_instances=running))
             if not decision.allowed:
                 raise _Denied(decision)
-            validity = self._validity(artefact, now, self.config.host_licence_seconds)
-            runtime = RuntimeID(image_digest=image_digest, artefact_id=artefact_id, user_id=user_id,
-                                host_id=host.host_id, nonce=nonce, host_ip=peer_ip)
-            terms = {"premise": pipeline.name, "policy_revision": decision.policy_revision,
-                     "pipeline_id": pipeline.pipeline_id, "max_instances": artefact.max_instances}
-            if artefact.requires_gpu:
-                # The policy allowed a GPU artefact on this host: BM requests its GPUs for the container.
-                terms["gpus"] = host.gpu_count
-            licence = self.issuer.issue_host_licence(runtime, validity=validity, terms=terms,
-                                                     now=dt.datetime.fromtimestamp(now, dt.UTC))
+            if (presigned is None or presigned.reads is not reads or presigned.generation != generation
+                    or presigned.policy_revision != decision.policy_revision):
+                presigned = self._sign_host_licence(reads, peer_ip, artefact_id, user_id, image_digest, nonce,
+                                                    renews, now, generation, decision.policy_revision)
+            licence, response, sealed = presigned.licence, presigned.response, presigned.sealed
             jti = licence.claims["jti"]
+            runtime = presigned.runtime
             runtime_certificate = licence.runtime_certificate
-            certificate_text = certificate_pem(runtime_certificate).decode()
-            response = {
-                "licence_id": jti, "licence": licence.token, "expires_at": licence.claims["exp"],
-                "runtime_id": runtime.as_claim(), "runtime_name": runtime.name,
-                "runtime_key": private_key_pem(licence.runtime_key).decode(),
-                "runtime_certificate": certificate_text,
-                "runtime_chain": certificate_text + self._intermediate_pem(),
-                "renews": renews,
-            }
             seq = int(head.seq) + 1
             expires_at = float(licence.claims["exp"])
             conn.execute(_INSERT_LICENCE, dict(
@@ -340,8 +394,7 @@ class LicenceOperations(SMCore):
                 user_id=user_id, artefact_id=artefact_id, digest=image_digest, nonce=nonce, runtime_name=runtime.name,
                 runtime_thumbprint=licence.claims["cnf"]["x5t#S256"], renews=renews,
                 pipeline_id=pipeline.pipeline_id, policy_revision=decision.policy_revision, issued_at=now,
-                expires_at=expires_at, audit_seq=seq,
-                response=self.box.seal(json.dumps(response).encode(), jti)))
+                expires_at=expires_at, audit_seq=seq, response=sealed))
             conn.execute(_INSERT_CERTIFICATE, dict(
                 serial=format(runtime_certificate.serial_number, "x"), role=Role.RUNTIME.value, name=runtime.name,
                 not_after=runtime_certificate.not_valid_after_utc.timestamp(), revoked_at=None, created_at=now))
