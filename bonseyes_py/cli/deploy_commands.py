@@ -5,11 +5,11 @@ task on stderr and, at the end, what changed per play and host. Only event names
 and the ``changed`` flags are printed: task results (which may hold certificates or tokens) are not,
 and ansible-runner's own stdout is kept in its artifacts directory, never echoed.
 
-OpenStack premises (the inventory sets ``bonseyes_openstack_enabled``, or ``--openstack``): the servers
-are provisioned first, by playbooks/provision_openstack.yml with one progress line per server, and the
-playbook then runs over the refreshed dynamic inventory (so the premises it defines and the Bonseyes
-Modules it enrols include the new servers) with the provisioning plays skipped, as they just ran.
-``--teardown`` runs playbooks/teardown_openstack.yml instead: hosts revoked at the SM, then the
+OpenStack premises: when the inventory sets ``bonseyes_openstack_enabled`` (or with ``--openstack``),
+site.yml provisions the servers (playbooks/provision_openstack.yml) before the Bonseyes Module play
+enrols them, in the same run; each server's progress (requested, ACTIVE, or failed with the cloud's
+message) is printed as its own line, and the final report lists the servers. ``--teardown`` runs
+playbooks/teardown_openstack.yml instead: the premise hosts revoked at the SM, then exactly the
 provisioned resources deleted, again with a line per server.
 """
 
@@ -18,13 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bonseyes_py.openstack.provision import (
+    SERVER_HOST_PREFIX,
+    ProvisionResult,
+    ServerEvents,
+    print_progress,
+    run_openstack_playbook,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,16 +55,21 @@ class DeploySummary:
 
 
 class ProgressPrinter:
-    """ansible-runner event handler: one line per play and task start, and per changed or failed result."""
+    """ansible-runner event handler: one line per play and task start, and per changed or failed result;
+    the events of OpenStack servers also go to ``servers`` (progress per server)."""
 
-    def __init__(self, summary: DeploySummary, stream: Any = sys.stderr) -> None:
+    def __init__(self, summary: DeploySummary, stream: Any = sys.stderr,
+                 servers: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.summary = summary
         self.stream = stream
         self.play = ""
+        self.servers = servers
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data", {})
+        if self.servers is not None and str(data.get("host", "")).startswith(SERVER_HOST_PREFIX):
+            self.servers(event)
         if kind == "playbook_on_play_start":
             self.play = data.get("play", "")
             self.summary.plays.append(self.play)
@@ -87,46 +100,22 @@ def _ansible_env(project_dir: Path) -> dict[str, str]:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
-    return bool(value)
-
-
-def inventory_wants_openstack(inventory: str, extra_vars: dict[str, Any] | None = None, *,
-                              project_dir: Path = REPO) -> bool:
-    """Whether the run must provision OpenStack premises: ``bonseyes_openstack_enabled`` from the extra
-    vars, else from the inventory's ``all`` group (or localhost). Only the static sources are read
-    (the dynamic OpenStack source is not queried: the servers may not exist yet)."""
-    if extra_vars and "bonseyes_openstack_enabled" in extra_vars:
-        return _truthy(extra_vars["bonseyes_openstack_enabled"])
-    env = {**os.environ, **_ansible_env(project_dir), "ANSIBLE_INVENTORY_ENABLED": "host_list,yaml,ini,toml",
-           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"}
-    listing = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
-                              str(Path(inventory).resolve()), "--list", "--export"],
-                             cwd=project_dir, env=env, capture_output=True, text=True, check=False)
-    if listing.returncode != 0:
-        return False
-    data = json.loads(listing.stdout or "{}")
-    value = (data.get("all", {}).get("vars") or {}).get("bonseyes_openstack_enabled")
-    if value is None:
-        value = data.get("_meta", {}).get("hostvars", {}).get("localhost", {}).get("bonseyes_openstack_enabled")
-    return _truthy(value) if value is not None else False
-
-
 def run_deploy(inventory: str, playbook: str = "site.yml", *, extra_vars: dict[str, Any] | None = None,
-               check: bool = False, tags: str | None = None, skip_tags: str | None = None,
-               project_dir: Path = REPO, stream: Any = sys.stderr) -> DeploySummary:
+               check: bool = False, tags: str | None = None, project_dir: Path = REPO,
+               stream: Any = sys.stderr, servers: ProvisionResult | None = None) -> DeploySummary:
+    """Run ``playbook``; with ``servers``, OpenStack server progress is printed and collected there too."""
     import ansible_runner
 
     summary = DeploySummary()
+    printer = ProgressPrinter(summary, stream, ServerEvents(servers, lambda progress: print_progress(
+        progress, stream)) if servers is not None else None)
     cmdline = ["--check"] if check else []
     with tempfile.TemporaryDirectory(prefix="bonseyes-deploy-") as private:
         result = ansible_runner.run(
             private_data_dir=private, project_dir=str(project_dir), playbook=str(project_dir / playbook),
             inventory=str(Path(inventory).resolve()), extravars=extra_vars or {}, envvars=_ansible_env(project_dir),
-            cmdline=" ".join(cmdline) or None, tags=tags, skip_tags=skip_tags, quiet=True,
-            event_handler=ProgressPrinter(summary, stream), settings={"suppress_ansible_output": True})
+            cmdline=" ".join(cmdline) or None, tags=tags, quiet=True, event_handler=printer,
+            settings={"suppress_ansible_output": True})
         summary.status, summary.rc = str(result.status), int(result.rc or 0)
         if summary.rc != 0 and not summary.failed:
             # Failed before any task (syntax, missing collection): ansible's own last words explain it.
@@ -146,11 +135,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not Path(args.inventory).exists():
         print(f"error: inventory {args.inventory} does not exist", file=sys.stderr)
         return 2
-    from bonseyes_py.openstack.provision import ProvisionResult, print_progress, run_openstack_playbook
-
     def openstack_report(result: ProvisionResult) -> dict[str, Any]:
         return {"status": result.status, "rc": result.rc, "servers": result.servers, "failures": result.failures}
 
+    if args.openstack is not None:
+        extra["bonseyes_openstack_enabled"] = args.openstack
     if args.teardown:
         print("== OpenStack teardown: revoke the premise hosts at the SM, then delete the servers", file=sys.stderr,
               flush=True)
@@ -158,25 +147,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                                       on_progress=print_progress)
         print(json.dumps({"openstack": openstack_report(down)}, indent=2, sort_keys=True))
         return 0 if down.status == "successful" else 1
-
-    report: dict[str, Any] = {}
-    skip_tags = None
-    openstack = args.openstack if args.openstack is not None else inventory_wants_openstack(args.inventory, extra)
-    if openstack and not args.check:
-        print("== OpenStack premises: provisioning the servers", file=sys.stderr, flush=True)
-        # Enrolment is the playbook's job below, once the SM of this run is up.
-        extra["bonseyes_openstack_enrol"] = False
-        provisioned = run_openstack_playbook(args.inventory, forks=args.forks, extra_vars=extra,
-                                             on_progress=print_progress)
-        report["openstack"] = openstack_report(provisioned)
-        if provisioned.status != "successful":
-            report.update(status=provisioned.status, rc=provisioned.rc)
-            print(json.dumps(report, indent=2, sort_keys=True))
-            return 1
-        skip_tags = "provision"
+    servers = ProvisionResult()
     summary = run_deploy(args.inventory, args.playbook, extra_vars=extra, check=args.check, tags=args.tags,
-                         skip_tags=skip_tags)
-    print(json.dumps({**summary.as_dict(), **report}, indent=2, sort_keys=True))
+                         servers=servers)
+    print(json.dumps({**summary.as_dict(), "openstack": openstack_report(servers)}, indent=2, sort_keys=True))
     return 0 if summary.status == "successful" else 1
 
 
@@ -188,12 +162,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--check", action="store_true", help="check mode: report what would change")
     parser.add_argument("--tags", help="only plays/tasks with these tags (comma-separated)")
     parser.add_argument("--openstack", action=argparse.BooleanOptionalAction, default=None,
-                        help="provision the OpenStack premises first, with progress per server (default: when "
-                             "the inventory sets bonseyes_openstack_enabled)")
+                        help="provision the OpenStack premises in site.yml, with progress per server (default: "
+                             "when the inventory sets bonseyes_openstack_enabled)")
     parser.add_argument("--teardown", action="store_true",
                         help="revoke the OpenStack premise hosts at the SM and delete what provisioning created")
-    parser.add_argument("--forks", type=int, default=10, help="servers booted or deleted at once (default 10)")
+    parser.add_argument("--forks", type=int, default=10, help="servers deleted at once by --teardown (default 10)")
     parser.set_defaults(func=cmd_deploy)
 
 
-__all__ = ["DeploySummary", "ProgressPrinter", "inventory_wants_openstack", "register", "run_deploy"]
+__all__ = ["DeploySummary", "ProgressPrinter", "register", "run_deploy"]

@@ -8,9 +8,9 @@ admin certificate, must show each server's host identity available from the serv
 the teardown the same hosts are revoked (their certificates on the SM's CRL) and the OpenStack resources
 of the prefix are gone, while look-alike resources the provisioning did not create are still there.
 
-Two entry points: ``ansible-playbook security_manager.yml provision_openstack.yml`` (the playbook's own
-enrolment, bonseyes_openstack_enrol) + ``teardown_openstack.yml``; and ``bonseyes deploy`` (provisioning
-with progress per server, then site.yml) + ``bonseyes deploy --teardown``.
+The entry points are the operators': ``bonseyes deploy`` (site.yml over the inventory, with a progress
+line per server) and ``bonseyes deploy --teardown`` (teardown_openstack.yml). One cycle, to keep the
+time of tests/openstack down: each of provisioning, enrolment and teardown costs about a minute here.
 """
 
 from __future__ import annotations
@@ -123,22 +123,34 @@ def assert_revoked(lab: EnrolLab, enrolled: dict[str, dict[str, Any]]) -> None:
         assert crl.get_revoked_certificate_by_serial_number(facts["serial"]) is not None, server
 
 
-def test_provision_enrols_each_server_and_teardown_revokes_them(control_plane: ControlPlane,
-                                                                lab_factory: Any) -> None:
-    lab = lab_factory("bvenrol", 10, bonseyes_openstack_enrol=True)
-    run = playbooks(lab, "security_manager.yml", "provision_openstack.yml")
-    assert run.returncode == 0, run.stdout[-6000:]
-    assert "Register the host (owner-signed hardware ID, CSR) and install its certificate" in run.stdout
+def test_deploy_provisions_and_enrols_each_server_and_teardown_revokes_them(control_plane: ControlPlane,
+                                                                          lab_factory: Any) -> None:
+    lab = lab_factory("bvenrol", 10)
+    # site.yml as operators run it (the Marketplace and the demo left out by tags): the SM, the premises,
+    # the OpenStack servers (the inventory sets bonseyes_openstack_enabled), then their Bonseyes Modules.
+    run = bonseyes("deploy", "-i", str(lab.inventory), "--tags", "security_manager,premises,openstack,bonseyes_module")
+    assert run.returncode == 0, run.stderr[-6000:] + run.stdout[-3000:]
+    for short in SERVERS:
+        assert re.search(rf"server bvenrol-{short}: requested\n(.*\n)*.*server bvenrol-{short}: ACTIVE", run.stderr)
+    report = json.loads(run.stdout)
+    assert report["status"] == "successful"
+    assert report["openstack"]["servers"] == {f"bvenrol-{short}": "ACTIVE" for short in SERVERS}
+    assert BM_PLAY in report["plays"]
+    assert all("Register the host (owner-signed hardware ID, CSR) and install its certificate" in
+               report["changed"][BM_PLAY][f"bvenrol-{short}"] for short in SERVERS), report["changed"]
     enrolled = assert_enrolled(lab)
 
-    # Look-alikes the provisioning did not create: teardown must leave them.
+    # Look-alikes the provisioning did not create: the teardown must leave them.
     cloud = control_plane.connect()
     theirs = cloud.create_flavor(f"{lab.prefix}-theirs", ram=64, vcpus=1, disk=1)
     keypair = cloud.create_keypair("bvkeep-key", public_key=PUBLIC_KEY)
     group = cloud.create_security_group("bvkeep-sg", "not ours")
     try:
-        down = playbooks(lab, "teardown_openstack.yml")
-        assert down.returncode == 0, down.stdout[-6000:]
+        down = bonseyes("deploy", "-i", str(lab.inventory), "--teardown")
+        assert down.returncode == 0, down.stderr[-6000:] + down.stdout[-3000:]
+        for short in SERVERS:
+            assert f"server bvenrol-{short}: deleted" in down.stderr
+        assert json.loads(down.stdout)["openstack"]["servers"] == {f"bvenrol-{short}": "deleted" for short in SERVERS}
         assert_revoked(lab, enrolled)
         assert resources_of(control_plane, lab.prefix) == NOTHING | {"flavors": [f"{lab.prefix}-theirs"]}
         assert cloud.get_keypair("bvkeep-key") is not None
@@ -149,25 +161,3 @@ def test_provision_enrols_each_server_and_teardown_revokes_them(control_plane: C
         cloud.delete_flavor(theirs.id)
         cloud.delete_keypair(keypair.name)
         cloud.delete_security_group(group.id)
-
-
-def test_bonseyes_deploy_provisions_with_progress_per_server_and_tears_down(control_plane: ControlPlane,
-                                                                            lab_factory: Any) -> None:
-    lab = lab_factory("bvcli", 20)
-    run = bonseyes("deploy", "-i", str(lab.inventory), "--tags", "security_manager,premises,bonseyes_module")
-    assert run.returncode == 0, run.stderr[-6000:] + run.stdout[-3000:]
-    for short in SERVERS:
-        assert re.search(rf"server bvcli-{short}: requested\n(.*\n)*.*server bvcli-{short}: ACTIVE", run.stderr)
-    report = json.loads(run.stdout)
-    assert report["openstack"]["servers"] == {f"bvcli-{short}": "ACTIVE" for short in SERVERS}
-    assert report["status"] == "successful"
-    assert BM_PLAY in report["plays"]
-    enrolled = assert_enrolled(lab)
-
-    down = bonseyes("deploy", "-i", str(lab.inventory), "--teardown")
-    assert down.returncode == 0, down.stderr[-6000:] + down.stdout[-3000:]
-    for short in SERVERS:
-        assert f"server bvcli-{short}: deleted" in down.stderr
-    assert json.loads(down.stdout)["openstack"]["servers"] == {f"bvcli-{short}": "deleted" for short in SERVERS}
-    assert_revoked(lab, enrolled)
-    assert resources_of(control_plane, lab.prefix) == NOTHING
