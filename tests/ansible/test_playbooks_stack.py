@@ -35,6 +35,16 @@ def stop_supervisord(state: Path) -> None:
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
 
 
+def remove_images(name: str) -> None:
+    """Remove the image built for ``name`` and the copies the MP pushed and the BM pulled (their repository
+    names carry the artefact name)."""
+    listing = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}} {{.ID}}"], capture_output=True,
+                             text=True, check=False).stdout
+    ids = {line.split()[1] for line in listing.splitlines() if name in line.split(" ", 1)[0]}
+    if ids:
+        subprocess.run(["docker", "image", "rm", "-f", *sorted(ids)], capture_output=True, check=False)
+
+
 def test_artefact_and_pipeline_check_real_check_real(ansible_playbook, installed_collections: str,
                                                      tmp_path: Path) -> None:
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
@@ -55,7 +65,7 @@ def test_artefact_and_pipeline_check_real_check_real(ansible_playbook, installed
                                collections_path=installed_collections)
     finally:
         stop_supervisord(state)
-        subprocess.run(["docker", "image", "rm", "-f", f"bonseyes-itest/{name}:1"], capture_output=True, check=False)
+        remove_images(name)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
     counters = recap(run.stdout)
     assert counters["failed"] == 0
