@@ -55,7 +55,8 @@ class _Compiled:
         self.readers: list[Callable[[Any], Any] | None] | None = None
         if not isinstance(statement, UpdateBase):
             self.columns = list(statement.selected_columns)  # type: ignore[attr-defined]
-            self.row = collections.namedtuple("Row", [column.key for column in self.columns])  # type: ignore[misc]
+            self.row = collections.namedtuple(  # type: ignore[misc]
+                "Row", [str(column.key) for column in self.columns], rename=True)
 
     def result_readers(self, description: Any) -> list[Callable[[Any], Any] | None]:
         """The dialect's result processors, given the driver's column types (as SQLAlchemy does)."""

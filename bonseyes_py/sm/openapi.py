@@ -95,8 +95,8 @@ SCHEMAS: dict[str, Any] = {
                                                                              ("artefact_id", "host_id"))}},
                                ("premise", "stages")),
     "Pipeline": _object({"pipeline_id": {"type": "string"}, "user_id": {"type": "string"},
-                         "premise": {"type": "string"}, "status": {"type": "string",
-                                                                   "enum": ["verifying", "ready", "aborted"]},
+                         "premise": {"type": "string"},
+                         "status": {"type": "string", "enum": ["verifying", "ready", "aborted", "stopped"]},
                          "reason": {"type": "string"},
                          "stages": {"type": "array", "items": _object(
                              {"artefact_id": {"type": "string"}, "digest": {"type": "string"},
@@ -135,6 +135,27 @@ SCHEMAS: dict[str, Any] = {
                            "entry_hash")),
     "AuditPage": _object({"entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}},
                          ("entries",)),
+    "ReserveArtefactId": _object({"name": NAME, "owner": NAME}, ("name", "owner")),
+    "ArtefactIdReservation": _object({"artefact_id": {"type": "string"}, "owner": {"type": "string"},
+                                      "token": {"type": "string"}, "reserved": {"type": "boolean"}},
+                                     ("artefact_id", "owner", "token", "reserved")),
+    "ArtefactIdRelease": _object({"artefact_id": {"type": "string"}, "released": {"type": "boolean"},
+                                  "images": {"type": "integer"}}, ("artefact_id", "released", "images")),
+    "StopPipeline": _object({"reason": {"type": "string", "maxLength": 2000}}),
+    "PipelineRuntime": _object({
+        "pipeline_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["verifying", "ready", "aborted", "stopped"]},
+        "reason": {"type": "string"},
+        "stages": {"type": "array", "items": _object(
+            {"pipeline_id": {"type": "string"}, "position": {"type": "integer"},
+             "host_id": {"type": ["string", "null"]},
+             "status": {"type": ["string", "null"], "enum": ["pending", "starting", "running", "failed", "stopped",
+                                                            None]},
+             "port": {"type": ["integer", "null"]}, "runtime_name": {"type": ["string", "null"]},
+             "nonce": {"type": ["string", "null"]}, "detail": {"type": ["string", "null"]},
+             "seconds": {"type": ["number", "null"]}, "timings": {"type": "object"},
+             "updated_at": {"type": ["number", "null"]}}, ("pipeline_id", "position", "status"))},
+        "stop_problems": STRINGS}, ("pipeline_id", "status", "stages")),
     "AuditReport": _object({"ok": {"type": "boolean"}, "entries": {"type": "integer"},
                             "first_bad_seq": {"type": ["integer", "null"]}, "problem": {"type": "string"}},
                            ("ok", "entries", "first_bad_seq", "problem")),
@@ -147,7 +168,7 @@ def _ref(name: str) -> dict[str, Any]:
 
 def _operation(operation_id: str, roles: tuple[str, ...], response: str | None, *, status: str = "200",
                body: str | None = None, params: tuple[dict[str, Any], ...] = (),
-               content_type: str = "application/json") -> dict[str, Any]:
+               content_type: str = "application/json", body_required: bool = True) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if response is None:
         responses[status] = {"description": "OK", "content": {content_type: {"schema": {"type": "string"}}}}
@@ -159,7 +180,8 @@ def _operation(operation_id: str, roles: tuple[str, ...], response: str | None, 
     operation: dict[str, Any] = {"operationId": operation_id, "x-roles": list(roles), "responses": responses,
                                  "parameters": list(params)}
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        operation["requestBody"] = {"required": body_required,
+                                    "content": {"application/json": {"schema": _ref(body)}}}
     return operation
 
 
@@ -207,6 +229,18 @@ def _document() -> dict[str, Any]:
                                              body="RequestPipeline")},
         "/v1/pipelines/{pipeline_id}": {"get": _operation("getPipeline", ("user", "admin"), "Pipeline",
                                                           params=(_path_param("pipeline_id"),))},
+        "/v1/pipelines/{pipeline_id}/start": {"post": _operation(
+            "startPipeline", ("user",), "PipelineRuntime", params=(_path_param("pipeline_id"),))},
+        "/v1/pipelines/{pipeline_id}/stop": {"post": _operation(
+            "stopPipeline", ("user", "admin"), "PipelineRuntime", body="StopPipeline", body_required=False,
+            params=(_path_param("pipeline_id"),))},
+        "/v1/pipelines/{pipeline_id}/runtime": {"get": _operation(
+            "pipelineRuntime", ("user", "admin"), "PipelineRuntime", params=(_path_param("pipeline_id"),))},
+        "/v1/artefact-ids": {"post": _operation("reserveArtefactId", ("marketplace",), "ArtefactIdReservation",
+                                                status="201", body="ReserveArtefactId")},
+        "/v1/artefact-ids/{name}": {"delete": _operation("releaseArtefactId", ("marketplace", "admin"),
+                                                         "ArtefactIdRelease", params=(_path_param("name"),))},
+        "/v1/ca/chain": {"get": _operation("caChain", ANY, None, content_type="application/x-pem-file")},
         "/v1/licences/host": {"post": _operation("issueHostLicence", ("host",), "HostLicence", status="201",
                                                  body="HostLicenceRequest")},
         "/v1/licences/artefact": {"post": _operation("issueArtefactLicence", ("runtime",), "ArtefactLicence",

@@ -172,3 +172,48 @@ def test_first_heartbeat_after_the_ttl_is_written_synchronously(setup: Setup) ->
     record = setup.sm.get_host(setup.admin, host.name)
     assert record["available"] is True
     assert record["last_seen"] == setup.clock.now
+
+
+def _running_both_ways(sm: SecurityManager, host: Identity, nonce: str) -> tuple[int, int]:
+    """(InstanceTracker's count, the database's DISTINCT count) of "model", in one licence-style transaction."""
+    from bonseyes_py.sm.licensing import _PREAMBLE, _RUNNING
+
+    now = sm.now()
+    with sm.fast_sql.transaction() as conn:
+        head = conn.execute(_PREAMBLE, {"request_key": "none"}).one()
+        tracked = sm.instances.running(conn, generation=int(head.generation), head_seq=int(head.seq),
+                                       artefact_id="model", exclude=(host.name, nonce), now=now)
+        counted = int(conn.execute(_RUNNING, {"artefact_id": "model", "now": now, "exclude_host": host.name,
+                                              "exclude_nonce": nonce}).scalar_one())
+    return tracked, counted
+
+
+def test_running_instances_tracked_in_memory_equal_the_database_count(setup: Setup) -> None:
+    """Issued here and by a second SM process on the same database, renewed, revoked, expired: always equal."""
+    sm, host = setup.sm, setup.hosts[0]
+    other_worker = SecurityManager.open(sm.config, clock=setup.clock, bm_client=EchoBonseyesModule())
+    try:
+        nonces = [secrets.token_urlsafe(18) for _ in range(6)]
+        issued = []
+        for index, nonce in enumerate(nonces):
+            issuer = sm if index % 2 == 0 else other_worker  # the other worker's licences arrive by the feed
+            issued.append(issuer.issue_host_licence(host, "127.0.0.2", image_digest=setup.digest,
+                                                    artefact_id="model", user_id="owner", nonce=nonce))
+            assert _running_both_ways(sm, host, "unused-nonce-0000") == (index + 1, index + 1)
+        # A renewal is the same runtime: no new instance.
+        setup.clock.now += 10
+        other_worker.issue_host_licence(host, "127.0.0.2", image_digest=setup.digest, artefact_id="model",
+                                        user_id="owner", nonce=nonces[0], renews=issued[0]["licence_id"])
+        assert _running_both_ways(sm, host, "unused-nonce-0000") == (6, 6)
+        assert _running_both_ways(sm, host, nonces[0]) == (5, 5)
+        # Revoking a licence (a write transaction: a new generation) drops its runtime.
+        sm.revoke(setup.admin, "licence", str(issued[1]["licence_id"]))
+        assert _running_both_ways(sm, host, "unused-nonce-0000") == (5, 5)
+        # Past the first licences' expiry only the renewed runtime is left.
+        setup.clock.now += sm.config.host_licence_seconds - 5
+        assert _running_both_ways(sm, host, "unused-nonce-0000") == (1, 1)
+        # A clock that goes back brings the expired ones back, as the database count does.
+        setup.clock.now -= 20
+        assert _running_both_ways(sm, host, "unused-nonce-0000") == (5, 5)
+    finally:
+        other_worker.close()

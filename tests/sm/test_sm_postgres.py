@@ -12,6 +12,7 @@ from sm_testlib import check_error, check_response, free_port, nonce, stop
 from sqlalchemy import create_engine, inspect
 
 from bonseyes_py.sm.db import upgrade_database
+from bonseyes_py.sm.models import Base
 
 pytestmark = pytest.mark.postgres
 
@@ -33,6 +34,9 @@ def test_migrations_create_the_schema_and_are_idempotent(postgres: PostgresServe
     finally:
         engine.dispose()
     assert {"users", "hosts", "licences", "audit_log", "audit_head", "alembic_version"} <= tables
+    # Every model's table, pipeline_runtimes (migration 0003) and sm_state (0004) included.
+    assert set(Base.metadata.tables) | {"alembic_version"} <= tables
+    assert {"pipeline_runtimes", "sm_state"} <= tables
 
 
 def test_protocol_on_postgres(postgres: PostgresServer, tmp_path: Path) -> None:
