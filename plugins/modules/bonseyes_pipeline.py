@@ -17,7 +17,7 @@ description:
     licence before the payload runs (steps 4 to 6). The task fails, naming the stage and its detail, when a
     stage does not reach C(running).
   - The SM knows pipelines only by the ID it makes for each request. With O(name), the module keeps the ID of
-    the named pipeline in O(record_dir) on the managed host, so the task is idempotent: O(state=started) leaves
+    the named pipeline in O(record_dir) on the managed host, so the task is idempotent. O(state=started) leaves
     alone a named pipeline whose every stage the SM reports C(running) with the same O(premise) and O(stages);
     it starts a new one when the recorded one stopped or failed, and stops the recorded one first when its
     definition differs. O(state=stopped) stops the named pipeline and reports a change only when a stage was
