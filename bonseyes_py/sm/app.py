@@ -155,10 +155,11 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
     @route("/v1/licences/host", ["POST"], (Role.HOST,))
     def host_licence(peer: Any) -> tuple[Response, int]:
         body = _fields(json_body(), ("image_digest", "artefact_id", "user_id", "nonce"), ("renews",))
-        answer = sm.issue_host_licence(peer.identity, peer.ip, image_digest=body["image_digest"],
-                                       artefact_id=body["artefact_id"], user_id=body["user_id"],
-                                       nonce=body["nonce"], renews=body.get("renews"))
-        return jsonify(answer), 201
+        answer = sm.issue_host_licence_json(peer.identity, peer.ip, image_digest=body["image_digest"],
+                                            artefact_id=body["artefact_id"], user_id=body["user_id"],
+                                            nonce=body["nonce"], renews=body.get("renews"))
+        # The JSON that was sealed and stored, sent as it is (serialised once per licence).
+        return Response(answer, status=201, mimetype="application/json"), 201
 
     @route("/v1/licences/artefact", ["POST"], (Role.RUNTIME,))
     def artefact_licence(peer: Any) -> tuple[Response, int]:

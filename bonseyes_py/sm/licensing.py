@@ -129,7 +129,7 @@ class _Presigned:
     policy_revision: str
     runtime: RuntimeID
     licence: HostLicence
-    response: dict[str, Any]
+    plain: bytes  # the response's JSON, as sent and as sealed
     sealed: bytes
 
 
@@ -184,6 +184,18 @@ class LicenceOperations(SMCore):
 
     def issue_host_licence(self, actor: Identity, peer_ip: str, *, image_digest: str, artefact_id: str,
                            user_id: str, nonce: str, renews: str | None = None) -> dict[str, Any]:
+        """Step 4 for in-process callers: the response as a dict (see ``issue_host_licence_json``)."""
+        return cast(dict[str, Any], json.loads(self.issue_host_licence_json(
+            actor, peer_ip, image_digest=image_digest, artefact_id=artefact_id, user_id=user_id, nonce=nonce,
+            renews=renews)))
+
+    def issue_host_licence_json(self, actor: Identity, peer_ip: str, *, image_digest: str, artefact_id: str,
+                                user_id: str, nonce: str, renews: str | None = None) -> bytes:
+        """Step 4: the response as the JSON bytes that were sealed and stored (a retry gets the same bytes).
+
+        The web adapter sends these bytes as they are, so a licence is serialised once, not once for
+        the database and again for the HTTP answer.
+        """
         check_digest(image_digest)
         check_name(artefact_id, "artefact ID")
         check_name(user_id, "user ID")
@@ -206,7 +218,7 @@ class LicenceOperations(SMCore):
             stored = self._stored_response(request_key, fingerprint)
             if stored is None:
                 raise
-            return stored
+            return json.dumps(stored).encode()
 
     def _stored_response(self, request_key: str, fingerprint: str, session: Any = None) -> dict[str, Any] | None:
         """The response already given to this request key (a retry), or None; 409 for other parameters."""
@@ -314,11 +326,11 @@ class LicenceOperations(SMCore):
             "runtime_chain": certificate_text + self._intermediate_pem(),
             "renews": renews,
         }
-        sealed = self.box.seal(json.dumps(response).encode(), jti)
-        return _Presigned(generation, reads, revision, runtime, licence, response, sealed)
+        plain = json.dumps(response, separators=(",", ":")).encode()
+        return _Presigned(generation, reads, revision, runtime, licence, plain, self.box.seal(plain, jti))
 
     def _issue_host_licence(self, actor: Identity, peer_ip: str, image_digest: str, artefact_id: str, user_id: str,
-                            nonce: str, renews: str | None, request_key: str, fingerprint: str) -> dict[str, Any]:
+                            nonce: str, renews: str | None, request_key: str, fingerprint: str) -> bytes:
         now = self.now()
         ttl = self.config.heartbeat_ttl_seconds
         host_id = actor.name
@@ -331,7 +343,7 @@ class LicenceOperations(SMCore):
         with self.fast_sql.transaction() as conn:
             head = conn.execute(_PREAMBLE, {"request_key": request_key}).one()
             if head.jti is not None:
-                return self._replayed(head, fingerprint)
+                return self._replayed_json(head, fingerprint)
             generation = int(head.generation)
             reads = self._licence_reads(conn, generation, artefact_id, host_id, user_id, image_digest)
             host = reads.host
@@ -383,7 +395,7 @@ class LicenceOperations(SMCore):
                     or presigned.policy_revision != decision.policy_revision):
                 presigned = self._sign_host_licence(reads, peer_ip, artefact_id, user_id, image_digest, nonce,
                                                     renews, now, generation, decision.policy_revision)
-            licence, response, sealed = presigned.licence, presigned.response, presigned.sealed
+            licence, plain, sealed = presigned.licence, presigned.plain, presigned.sealed
             jti = licence.claims["jti"]
             runtime = presigned.runtime
             runtime_certificate = licence.runtime_certificate
@@ -406,14 +418,17 @@ class LicenceOperations(SMCore):
         # Committed: this worker knows its own licence without reading it back.
         self.instances.issued(generation=generation, seq=seq, artefact_id=artefact_id, runtime=(host.host_id, nonce),
                               expires_at=expires_at)
-        return response
+        return plain
 
     def _replayed(self, row: Any, fingerprint: str) -> dict[str, Any]:
         """The response stored for a request key (a retry), or 409 when the parameters differ."""
+        return cast(dict[str, Any], json.loads(self._replayed_json(row, fingerprint)))
+
+    def _replayed_json(self, row: Any, fingerprint: str) -> bytes:
         if row.request_fingerprint != fingerprint:
             raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
                                 f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
-        return cast(dict[str, Any], json.loads(self.box.open(row.response, row.jti)))
+        return self.box.open(row.response, row.jti)
 
     def _intermediate_pem(self) -> str:
         cached = getattr(self, "_intermediate_pem_text", None)
