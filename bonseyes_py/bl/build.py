@@ -74,6 +74,10 @@ def build_layer(*, mode: str = "onedir", cache_dir: Path | None = None, log: Pat
             # Modules BL never needs but whose hooks PyInstaller would pull in through optional imports.
             "--exclude-module", "tkinter", "--exclude-module", "docker", "--exclude-module", "flask",
             "--exclude-module", "sqlalchemy", "--exclude-module", "cedarpy",
+            # Never used by BL; excluding them also drops their runtime hooks, which run (and import)
+            # before BL's first line at every container start.
+            "--exclude-module", "multiprocessing", "--exclude-module", "bcrypt", "--exclude-module", "yaml",
+            "--exclude-module", "requests", "--exclude-module", "urllib3",
             str(PACKAGE_ROOT / "bl" / "main.py"),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -22,6 +22,7 @@ status; the payload never starts without a valid licence.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -269,19 +270,34 @@ def authorize_artefact(artefact: str, claims: dict[str, Any], timings: dict[str,
 # --- end of step 6 hook --------------------------------------------------------------------------
 
 
+def process_age() -> float:
+    """Seconds since this process was created (bootloader and interpreter start-up), from /proc; 0 if unknown."""
+    try:
+        with open("/proc/self/stat") as handle:
+            started_ticks = int(handle.read().rpartition(")")[2].split()[19])
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    timings = {"bl_boot": process_age()}
     began = time.perf_counter()
     try:
         artefact, original = read_metadata()
+        importlib.import_module("bonseyes_py.licences")  # timed apart: most of step 5 is this import
+
+        timings["bl_imports"] = time.perf_counter() - began
+        began = time.perf_counter()
         claims = verify_host_licence(artefact)
-        timings = {"bl_step5": time.perf_counter() - began}
+        timings["bl_step5"] = time.perf_counter() - began
         licence = authorize_artefact(artefact, claims, timings)
         from bonseyes_py.bl import protocol, relay
 
         try:
             listeners, overrides = relay.plan(dict(os.environ))
-            credentials = relay.Credentials(claims)
+            credentials = relay.Credentials(claims, licence.host_licence)
         except protocol.ProtocolError as exc:
             raise LayerError(exc.check, exc.message, EXIT_CONFIG) from exc
         except OSError as exc:

@@ -171,10 +171,10 @@ class ArtefactLicence:
 
 def authorize(artefact: str, host_claims: dict[str, Any], host_licence: str,
               timings: dict[str, float] | None = None) -> ArtefactLicence:
-    """Run step 6 for the host licence BM mounted. Raises ``ProtocolError`` on any doubt."""
-    from bonseyes_py.errors import BonseyesError
+    """Run step 6 for the host licence BM mounted, already verified (``host_claims``); ``ProtocolError`` on doubt."""
+    from bonseyes_py.errors import BonseyesError, LicenceError
     from bonseyes_py.identity.ids import RuntimeID
-    from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
+    from bonseyes_py.licences import Expectations, LicenceKind, certificate_thumbprint, verify_licence
     from bonseyes_py.pki.certs import load_certificate_chain
     from bonseyes_py.pki.roles import Role
 
@@ -184,10 +184,12 @@ def authorize(artefact: str, host_claims: dict[str, Any], host_licence: str,
         endpoints = json.loads(Path(ENDPOINTS).read_text())
         chain = load_certificate_chain(Path(RUNTIME_CHAIN).read_bytes())
         runtime = RuntimeID.from_claim(host_claims["runtime"])
-        # 1. The key material BM handed in is the one the SM bound to this licence.
-        verify_licence(host_licence, trust(), kind=LicenceKind.HOST,
-                       expect=Expectations(artefact_id=artefact, runtime_certificate=chain[0]))
-    except (OSError, ValueError, KeyError, BonseyesError) as exc:
+        # 1. The key material BM handed in is the one the SM bound to this licence (the licence itself
+        # was verified by the caller: step 5 at start, ``renew`` later).
+        if host_claims["cnf"]["x5t#S256"] != certificate_thumbprint(chain[0]):
+            raise LicenceError("the runtime certificate BM mounted is not the one the host licence binds",
+                               check="runtime-key")
+    except (OSError, ValueError, KeyError, TypeError, BonseyesError) as exc:
         raise ProtocolError("runtime-material", f"runtime credentials from the host are unusable: {exc}",
                             final=False) from exc
     bm_url = str(endpoints.get("bm_url", ""))

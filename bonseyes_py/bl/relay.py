@@ -128,8 +128,9 @@ class Credentials:
     the certificate its handshake used, even when BM renews both in the middle.
     """
 
-    def __init__(self, host_claims: dict[str, Any]) -> None:
+    def __init__(self, host_claims: dict[str, Any], verified_token: str = "") -> None:
         terms = host_claims.get("terms") or {}
+        self._verified = (verified_token, str((host_claims.get("cnf") or {}).get("x5t#S256", "")))
         self.pipeline_id = str(terms.get("pipeline_id", ""))
         self.user_id = str(host_claims["runtime"]["user_id"])
         self.host_ip = str(host_claims["runtime"]["host_ip"])
@@ -150,7 +151,7 @@ class Credentials:
     def reload(self) -> bool:
         """Rebuild both contexts if BM replaced the files; keep the old ones unless all three agree."""
         from bonseyes_py.errors import BonseyesError
-        from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
+        from bonseyes_py.licences import Expectations, LicenceKind, certificate_thumbprint, verify_licence
         from bonseyes_py.pki.certs import load_certificate_chain
         from bonseyes_py.pki.roles import identity_of
 
@@ -161,8 +162,12 @@ class Credentials:
             with open(protocol.RUNTIME_CHAIN, "rb") as handle:
                 chain = load_certificate_chain(handle.read())
             token = protocol.read_host_licence()
-            verify_licence(token, protocol.trust(), kind=LicenceKind.HOST,
-                           expect=Expectations(runtime_certificate=chain[0]))
+            if token == self._verified[0]:  # the licence step 5 verified: only its binding to this certificate
+                if certificate_thumbprint(chain[0]) != self._verified[1]:
+                    raise protocol.ProtocolError("runtime-key", "runtime certificate is not the licence's")
+            else:
+                verify_licence(token, protocol.trust(), kind=LicenceKind.HOST,
+                               expect=Expectations(runtime_certificate=chain[0]))
             server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             server.minimum_version = ssl.TLSVersion.TLSv1_2
             server.load_verify_locations(cadata=protocol.ca_pem())
@@ -214,6 +219,15 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RelayRefused("licence frame is not a JSON object")
     return value
+
+
+async def _connect_local(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The payload's loopback port; a payload still starting gets a moment, so the peer need not redial."""
+    while True:
+        try:
+            return await asyncio.open_connection(host, port)
+        except ConnectionRefusedError:
+            await asyncio.sleep(0.1)  # bounded by the caller's HANDSHAKE_SECONDS
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -297,7 +311,7 @@ class Relay:
                 name = self.credentials.check_peer(der, frame, expected_ip=None)
                 writer.write(snapshot.frame())
                 await writer.drain()
-                local = await asyncio.open_connection(listener.target_host, listener.target_port)
+                local = await _connect_local(listener.target_host, listener.target_port)
         except (RelayRefused, ssl.SSLError, OSError, ValueError, TimeoutError, asyncio.IncompleteReadError,
                 protocol.ProtocolError) as exc:
             self.refused += 1

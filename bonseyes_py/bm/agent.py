@@ -44,6 +44,7 @@ LABEL_RUNTIME = "io.bonseyes.bm.runtime"
 LABEL_PIPELINE = "io.bonseyes.bm.pipeline"
 _ENV_NAME = re.compile(r"^BONSEYES_[A-Z0-9_]{1,64}\Z")
 MAX_ENV = 32
+EXIT_POLL_SECONDS = 0.5
 
 
 class RuntimeStartError(BonseyesError):
@@ -220,7 +221,9 @@ class BonseyesModule:
 
     def _wait_licensed(self, record: RuntimeRecord, event: threading.Event, container: Any) -> None:
         deadline = time.monotonic() + self.config.bl_timeout_seconds
-        while not event.wait(0.1):
+        # The event wakes this at once when BL's licence arrives; the engine is asked only every
+        # EXIT_POLL_SECONDS whether BL gave up, so parallel set-ups do not flood it with inspects.
+        while not event.wait(EXIT_POLL_SECONDS):
             if time.monotonic() > deadline:
                 raise RuntimeStartError(f"BL of {record.runtime_name} did not present an artefact licence within "
                                         f"{self.config.bl_timeout_seconds:.0f} s", check="bl-timeout")
@@ -263,6 +266,7 @@ class BonseyesModule:
                                check="unknown-runtime")
         if not isinstance(licence, str):
             raise InputError("licence must be a compact JWS string", check="licence")
+        began = time.perf_counter()
         claims = verify_licence(licence, self.trust_store(), kind=LicenceKind.ARTEFACT, expect=Expectations(
             host_id=self.host_id, host_ip=self.config.bind_ip, image_digest=record.digest, nonce=record.nonce,
             artefact_id=record.artefact_id, user_id=record.user_id, runtime_certificate=peer_certificate,
@@ -270,6 +274,7 @@ class BonseyesModule:
         with self._lock:
             if record.status == rec.STARTING:
                 record.timings.update(_check_timings(timings))
+                record.timings["bm_accept"] = time.perf_counter() - began
             record.status = rec.RUNNING
             record.artefact_licence_id = claims["jti"]
             record.artefact_licence_expires = float(claims["exp"])
@@ -368,23 +373,28 @@ class BonseyesModule:
         return stopped
 
     def tidy_exited(self) -> None:
-        """A licensed container that exited is removed with its key material."""
+        """A licensed container that exited is removed with its key material (one engine call per sweep)."""
         with self._lock:
             running = [r for r in self._records.values() if r.status == rec.RUNNING]
+        if not running:
+            return
+        try:
+            containers = {c.labels.get(LABEL_NONCE): c for c in self.docker.containers.list(
+                all=True, ignore_removed=True, filters={"label": f"{LABEL_HOST}={self.host_id}"})}
+        except docker.errors.APIError:
+            return
         for record in running:
-            try:
-                container = self.docker.containers.get(record.container_id or record.container_name)
-            except docker.errors.NotFound:
+            container = containers.get(record.nonce)
+            if container is None:
                 self._stop_record(record, "container is gone")
                 continue
-            except docker.errors.APIError:
-                continue
             if container.status in ("exited", "dead"):
-                code = container.attrs.get("State", {}).get("ExitCode")
                 try:
+                    container.reload()
+                    code = container.attrs.get("State", {}).get("ExitCode")
                     tail = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
                 except docker.errors.APIError:
-                    tail = ""
+                    code, tail = "?", ""
                 self._stop_record(record, f"payload exited with status {code}: {tail}"[:500])
 
     def reconcile(self) -> dict[str, list[str]]:
