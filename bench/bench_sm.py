@@ -9,6 +9,8 @@ Rows (each client is a separate process; latencies are per request, measured in 
 - host licence, a new TLS connection per request (a fresh Session each time);
 - ``/v1/ping`` (mTLS, same server, same TLS settings, same host certificate and source address),
   both ways: the cost of the stack alone;
+- server CPU ms per request (utime + stime of the gunicorn master and workers over the row, from
+  /proc): steadier than req/s when other work shares the machine;
 - the in-process ceiling: ``LicenceIssuer.issue_host_licence`` in a loop (no HTTP, no DB, no policy);
 - heartbeats with ``--hosts`` registered hosts (already online), each client cycling over its share of host identities
   with kept-alive connections.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import multiprocessing
+import os
 import secrets
 import statistics
 import sys
@@ -73,21 +76,49 @@ def _client_loop(args: tuple[str, str, list[tuple[str, str]], str, str, dict[str
     return latencies
 
 
+def server_cpu_seconds(master_pid: int) -> float:
+    """User + system CPU time of the gunicorn master and its workers so far (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(entry) == master_pid or int(fields[1]) == master_pid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+Row = tuple[float, float, float, int, float | None]
+
+
 def measure(pool: Any, clients: int, base_url: str, path: str, identities: list[list[tuple[str, str]]], root: str,
             method: str, body: dict[str, Any] | None, keepalive: bool, seconds: float,
-            source_ip: str | None = None) -> tuple[float, float, float, int]:
+            source_ip: str | None = None, server_pid: int | None = None) -> Row:
+    """(requests/s, p50 ms, p99 ms, count, server CPU ms per request).
+
+    The server's CPU time per request does not depend on what else the machine runs, so it is the
+    steadier measure of the service's own work when the throughput figures are noisy.
+    """
     jobs = [(base_url, path, identities[i % len(identities)], root, method, body, keepalive, seconds, source_ip)
             for i in range(clients)]
+    cpu_before = server_cpu_seconds(server_pid) if server_pid else 0.0
     start = time.perf_counter()
     results = pool.map(_client_loop, jobs)
     elapsed = time.perf_counter() - start
+    cpu = (server_cpu_seconds(server_pid) - cpu_before) if server_pid else None
     latencies = sorted(x for r in results for x in r)
     count = len(latencies)
     p99 = latencies[min(count - 1, int(count * 0.99))]
-    return count / min(elapsed, seconds + max(latencies)), statistics.median(latencies) * 1000, p99 * 1000, count
+    return (count / min(elapsed, seconds + max(latencies)), statistics.median(latencies) * 1000, p99 * 1000, count,
+            cpu * 1000 / count if cpu is not None else None)
 
 
-def in_process_ceiling(sm: SecurityManager, seconds: float) -> tuple[float, float, float, int]:
+def in_process_ceiling(sm: SecurityManager, seconds: float) -> Row:
     issuer = LicenceIssuer(sm.ca)
     latencies = []
     deadline = time.perf_counter() + seconds
@@ -99,7 +130,7 @@ def in_process_ceiling(sm: SecurityManager, seconds: float) -> tuple[float, floa
         latencies.append(time.perf_counter() - start)
     latencies.sort()
     return (len(latencies) / sum(latencies), statistics.median(latencies) * 1000,
-            latencies[int(len(latencies) * 0.99)] * 1000, len(latencies))
+            latencies[int(len(latencies) * 0.99)] * 1000, len(latencies), None)
 
 
 def main() -> None:
@@ -129,7 +160,7 @@ def main() -> None:
         log = directory / "server.log"
         server = start_server(config.directory, f"127.0.0.1:{port}", log, "--workers", str(args.workers),
                               "--threads", str(args.threads), "--worker-class", args.worker_class)
-        rows: list[tuple[str, tuple[float, float, float, int]]] = []
+        rows: list[tuple[str, Row]] = []
         try:
             root = str(config.ca_directory / "root.pem")
             admin = (str(config.admin_certificate), str(config.admin_key))
@@ -142,18 +173,18 @@ def main() -> None:
                 for keepalive, label in ((True, "kept-alive"), (False, "new TLS conn/request")):
                     rows.append((f"host licence, {label}", measure(
                         pool, args.clients, base_url, "/v1/licences/host", host_id, root, "POST", body,
-                        keepalive, args.seconds, source_ip=HOST_IP)))
+                        keepalive, args.seconds, source_ip=HOST_IP, server_pid=server.pid)))
                     # The same client certificate (with its chain) and source address as the licence row.
                     rows.append((f"/v1/ping, {label}", measure(
                         pool, args.clients, base_url, "/v1/ping", host_id, root, "GET", None, keepalive,
-                        args.seconds, source_ip=HOST_IP)))
+                        args.seconds, source_ip=HOST_IP, server_pid=server.pid)))
                 sm = SecurityManager.open(config)
                 rows.append(("in-process issue_host_licence (1 core)", in_process_ceiling(sm, args.seconds)))
                 sm.close()
                 shares = [hosts[i::args.clients] for i in range(args.clients)]
                 rows.append((f"heartbeat, {args.hosts} hosts, kept-alive", measure(
                     pool, args.clients, base_url, "/v1/hosts/heartbeat", shares, root, "POST", {}, True,
-                    args.seconds, source_ip=HOST_IP)))
+                    args.seconds, source_ip=HOST_IP, server_pid=server.pid)))
         finally:
             stop_server(server)
 
@@ -161,14 +192,18 @@ def main() -> None:
           f"SQLite synchronous={args.sqlite_synchronous}, "
           f"{args.clients} client processes, {args.seconds:.0f} s per row, "
           f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"{'row':48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'n':>7}")
-    for label, (rate, p50, p99, count) in rows:
-        print(f"{label:48} {rate:9.1f} {p50:8.2f} {p99:8.2f} {count:7d}")
-    ping = {label.split(", ", 1)[1]: rate for label, (rate, *_rest) in rows if label.startswith("/v1/ping")}
-    for label, (rate, *_rest) in rows:
+    print(f"{'row':48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'n':>7} {'srv CPU ms/req':>15}")
+    for label, (rate, p50, p99, count, cpu) in rows:
+        cpu_text = f"{cpu:15.3f}" if cpu is not None else f"{'-':>15}"
+        print(f"{label:48} {rate:9.1f} {p50:8.2f} {p99:8.2f} {count:7d} {cpu_text}")
+    ping = {label.split(", ", 1)[1]: row for label, row in rows if label.startswith("/v1/ping")}
+    for label, (rate, _p50, _p99, _count, cpu) in rows:
         if label.startswith("host licence"):
             mode = label.split(", ", 1)[1]
-            print(f"licences/ping, {mode}: {rate / ping[mode]:.0%} (goal >= 70%)")
+            ping_rate, ping_cpu = ping[mode][0], ping[mode][4]
+            extra = f"; server CPU per licence - per ping: {cpu - ping_cpu:.3f} ms" if cpu and ping_cpu else ""
+            print(f"licences/ping, {mode}: {rate / ping_rate:.0%} (goal >= 70%){extra}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     print(f"(registered {args.hosts} hosts in-process in {registration:.1f} s)")
 
 

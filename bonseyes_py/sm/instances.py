@@ -14,8 +14,11 @@ every artefact in memory and brings them up to date inside the licence transacti
   ordinary write transaction, which increments ``sm_state.generation``: a new generation, or a
   clock that went backwards, makes the tracker reload the live runtimes from the database.
 
-Expiry is applied lazily with a heap of expiry times per artefact. The result equals the database
-count at the same ``now``; ``tests/sm`` checks both agree.
+Expiry is applied lazily with a heap of expiry times per artefact, at the latest request time seen
+(requests read the clock before they queue for the lock, so their times arrive a little out of
+order; a licence that expired a few milliseconds before the lock was taken no longer counts, as
+it would not for a request that came those milliseconds later). The result equals the database
+count at that time; ``tests/sm`` checks both agree, also for a clock that goes back.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ _SINCE = select(_LICENCES.c.artefact_id, _LICENCES.c.host_id, _LICENCES.c.nonce,
     _LICENCES.c.kind == "host", _LICENCES.c.revoked_at.is_(None))
 
 Runtime = tuple[str, str]  # (host_id, nonce)
+# Concurrent requests read the clock before they wait for the write lock; a step back larger than
+# this is a clock change (or a test's clock), and the live runtimes are reloaded for it.
+CLOCK_SLACK_SECONDS = 1.0
 
 
 class InstanceTracker:
@@ -60,7 +66,13 @@ class InstanceTracker:
         ``head_seq`` in it.
         """
         with self._lock:
-            if self._generation != generation or head_seq < self._mark or now < self._last_now:
+            if now < self._last_now - CLOCK_SLACK_SECONDS:
+                self._generation = None  # the clock went back: expired runtimes may be live again
+                self._last_now = now
+            # Requests take ``now`` before they queue for the lock, so they reach here slightly out of
+            # order: expiry is applied at the latest time seen, i.e. when the lock is held.
+            now = max(now, self._last_now)
+            if self._generation != generation or head_seq < self._mark:
                 self._reload(connection, now)
                 self._generation = generation
                 self._mark = head_seq
