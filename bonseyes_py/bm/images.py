@@ -107,16 +107,21 @@ class ImageStore:
         if self.identity is None or self.identity.engine_certs_dir is None or not self.registry:
             return None
         directory = self.identity.engine_certs_dir / self.registry
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        write_public_file(directory / "bonseyes-sm.crt", self.identity.ca_bundle.read_bytes())
-        for suffix, target in ((".key", self.identity.key), (".cert", self.identity.certificate)):
-            link = directory / f"{self.identity.name}{suffix}"
-            if link.is_symlink() and os.readlink(link) == str(target.resolve()):
-                continue
-            temporary = directory / f".{self.identity.name}{suffix}.{os.getpid()}"
-            temporary.unlink(missing_ok=True)
-            temporary.symlink_to(target.resolve())
-            os.replace(temporary, link)
+        try:
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            write_public_file(directory / "bonseyes-sm.crt", self.identity.ca_bundle.read_bytes())
+            for suffix, target in ((".key", self.identity.key), (".cert", self.identity.certificate)):
+                link = directory / f"{self.identity.name}{suffix}"
+                if link.is_symlink() and os.readlink(link) == str(target.resolve()):
+                    continue
+                temporary = directory / f".{self.identity.name}{suffix}.{os.getpid()}"
+                temporary.unlink(missing_ok=True)
+                temporary.symlink_to(target.resolve())
+                os.replace(temporary, link)
+        except OSError as exc:
+            # Not fatal here: the engine's pull then fails the TLS handshake and step 3 reports it.
+            log.warning("cannot give the engine this host's identity in %s: %s", directory, exc)
+            return None
         return directory
 
     # -- repository lookup ------------------------------------------------------------------------

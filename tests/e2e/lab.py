@@ -330,6 +330,12 @@ class Lab:
             self.pull_registry.stop()
             # The BMs' links to their (now deleted) host identities would break the engine's later pulls.
             shutil.rmtree(Path(ENGINE_CERTS_DIR) / self.pull_registry.address, ignore_errors=True)
+            # Images pulled from this lab's registry are of no use once it is gone.
+            prefix = self.pull_registry.address + "/"
+            for image in self.docker.images.list(all=True):
+                if any(entry.startswith(prefix) for entry in image.attrs.get("RepoDigests") or []):
+                    with contextlib.suppress(docker.errors.APIError):
+                        self.docker.images.remove(image.id, force=True)
 
 
 def run_pipeline(user: Client, premise: str, stages: list[dict[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
