@@ -176,7 +176,7 @@ class EnrolLab:
 
 
 def enrol_layout(plane: ControlPlane, prefix: str, count: int = 2) -> dict[str, Any]:
-    """One GPU premise ``hpc`` of ``count`` servers on its own network: the smallest enrolment premise."""
+    """One premise ``hpc`` of ``count`` servers on its own network, no router: the smallest layout."""
     return premise_vars(
         plane, prefix,
         bonseyes_openstack_flavors=[{"name": f"{prefix}-kvm", "vcpus": 1, "ram": 64, "disk": 1,

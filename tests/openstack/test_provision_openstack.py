@@ -17,6 +17,7 @@ from openstack_lab import (
     NOTHING,
     ROOT,
     ControlPlane,
+    enrol_layout,
     premise_vars,
     resources_of,
     run_playbook,
@@ -145,7 +146,8 @@ def test_quota_exceeded_fails_naming_the_quota_and_teardown_removes_the_rest(con
     before = cloud.get_compute_quotas(project)
     cloud.set_compute_quotas(project, instances=2)
     try:
-        inventory = write_inventory(tmp_path, control_plane, premise_vars(control_plane, "bvquota"))
+        # One premise of three servers, no router: the smallest layout that crosses the quota of two.
+        inventory = write_inventory(tmp_path, control_plane, enrol_layout(control_plane, "bvquota", count=3))
         output = failed_output(run_playbook(inventory, "provision_openstack.yml", forks=1))
         assert re.search(r"[Qq]uota exceeded", output)
         # What was created before the quota hit is tracked: the teardown finds and removes all of it.
