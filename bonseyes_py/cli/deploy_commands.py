@@ -135,9 +135,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not Path(args.inventory).exists():
         print(f"error: inventory {args.inventory} does not exist", file=sys.stderr)
         return 2
-    def openstack_report(result: ProvisionResult) -> dict[str, Any]:
-        return {"status": result.status, "rc": result.rc, "servers": result.servers, "failures": result.failures}
-
     if args.openstack is not None:
         extra["bonseyes_openstack_enabled"] = args.openstack
     if args.teardown:
@@ -145,12 +142,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
               flush=True)
         down = run_openstack_playbook(args.inventory, teardown=True, forks=args.forks, extra_vars=extra,
                                       on_progress=print_progress)
-        print(json.dumps({"openstack": openstack_report(down)}, indent=2, sort_keys=True))
+        print(json.dumps({"openstack": {"status": down.status, "rc": down.rc, "servers": down.servers,
+                                        "failures": down.failures}}, indent=2, sort_keys=True))
         return 0 if down.status == "successful" else 1
     servers = ProvisionResult()
     summary = run_deploy(args.inventory, args.playbook, extra_vars=extra, check=args.check, tags=args.tags,
                          servers=servers)
-    print(json.dumps({**summary.as_dict(), "openstack": openstack_report(servers)}, indent=2, sort_keys=True))
+    report = summary.as_dict()
+    if servers.servers or servers.failures:
+        report["openstack"] = {"servers": servers.servers, "failures": servers.failures}
+    print(json.dumps(report, indent=2, sort_keys=True))
     return 0 if summary.status == "successful" else 1
 
 
