@@ -256,13 +256,13 @@ def renewal_loop(artefact: str, licence: Any, supervisor: Supervisor) -> None:
 
 
 # --- step 6 hook (owned by bonseyes_py/bl/protocol.py; keep this block small) -------------------
-def authorize_artefact(artefact: str, claims: dict[str, Any], timings: dict[str, float]) -> Any:
+def authorize_artefact(artefact: str, claims: dict[str, Any], timings: dict[str, float], early: Any = None) -> Any:
     """Step 6: artefact licence from SM, accepted by BM."""
     from bonseyes_py.bl import protocol
 
     try:
         token = Path(layout.HOST_LICENCE).read_bytes()[:MAX_LICENCE_BYTES].strip().decode()
-        return protocol.authorize(artefact, claims, token, timings)
+        return protocol.authorize(artefact, claims, token, timings, early)
     except protocol.ProtocolError as exc:
         raise LayerError(exc.check, exc.message, EXIT_LICENCE) from exc
     except OSError as exc:
@@ -286,14 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         artefact, original = read_metadata()
+        from bonseyes_py.bl import protocol
+
+        early = protocol.EarlySMRequest(artefact)  # step 6's SM call overlaps the imports and step 5
         importlib.import_module("bonseyes_py.licences")  # timed apart: most of step 5 is this import
 
         timings["bl_imports"] = time.perf_counter() - began
         began = time.perf_counter()
         claims = verify_host_licence(artefact)
         timings["bl_step5"] = time.perf_counter() - began
-        licence = authorize_artefact(artefact, claims, timings)
-        from bonseyes_py.bl import protocol, relay
+        licence = authorize_artefact(artefact, claims, timings, early)
+        from bonseyes_py.bl import relay
 
         try:
             listeners, overrides = relay.plan(dict(os.environ))

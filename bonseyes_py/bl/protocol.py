@@ -19,10 +19,12 @@ Standard library only for HTTP (``http.client`` + ``ssl``): BL is a self-contain
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.client
 import json
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +87,6 @@ def read_host_licence() -> str:
 
 def current_host_licence_id() -> str:
     """The ``jti`` of the host licence BM mounted now (unverified: only to notice that BM renewed it)."""
-    import base64
-
     try:
         payload = read_host_licence().split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -150,6 +150,74 @@ def _post(url: str, path: str, body: dict[str, Any], *, role: Any, name: str | N
                         f"{last_error}", final=False)
 
 
+class EarlySMRequest:
+    """Step 6's SM call, started while BL still imports its crypto stack for step 5.
+
+    The call needs only ``ssl`` (already loaded), so it runs in a thread while the interpreter
+    imports ``cryptography`` and verifies the host licence, and the SM's round trip stops adding
+    to BL's start. Nothing is trusted early: OpenSSL checks the server's chain against the baked
+    root, and ``answer_for`` returns the answer only once the server certificate verified with
+    role ``sm`` and only for the host licence step 5 then verified; anything else, and
+    ``authorize`` makes the call itself. Sending the host licence before verifying it reveals
+    nothing: BM, which wrote it, already holds it, and the SM verifies it anyway.
+    """
+
+    def __init__(self, artefact: str) -> None:
+        self.artefact = artefact
+        self.token = ""
+        self.status = 0
+        self.answer: Any = None
+        self.der: bytes | None = None
+        self.error = ""
+        self._thread = threading.Thread(target=self._run, name="bl-early-sm", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.token = read_host_licence()
+            endpoints = json.loads(Path(ENDPOINTS).read_text())
+            # The cheap precheck authorize() repeats: BM's URL must be at the licence's host IP
+            # (decoded, not verified: it only spares the SM a call that would be thrown away).
+            payload = self.token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            if urlsplit(str(endpoints.get("bm_url", ""))).hostname != claims["runtime"]["host_ip"]:
+                self.error = "BM URL is not at the licence's host IP"
+                return
+            parts = urlsplit(str(endpoints.get("sm_url", "")))
+            if parts.scheme != "https" or not parts.hostname:
+                self.error = "SM URL is not https"
+                return
+            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=client_context(),
+                                                     timeout=30)
+            try:
+                connection.connect()
+                self.der = connection.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+                connection.request("POST", "/v1/licences/artefact", headers={"Content-Type": "application/json"},
+                                   body=json.dumps({"host_licence": self.token, "artefact_id": self.artefact}).encode())
+                response = connection.getresponse()
+                raw = response.read(MAX_ANSWER_BYTES + 1)
+                self.status = response.status
+                self.answer = json.loads(raw)
+            finally:
+                connection.close()
+        except Exception as exc:  # any failure: authorize() makes the call itself and reports it
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def answer_for(self, host_licence: str, timeout: float = 35.0) -> dict[str, Any] | None:
+        """The SM's answer if it was for ``host_licence`` and came from the SM; ``None`` to call again."""
+        from bonseyes_py.pki.roles import Role
+
+        self._thread.join(timeout)
+        if self._thread.is_alive() or self.token != host_licence or not self.der or not isinstance(self.answer, dict):
+            return None
+        verify_peer(self.der, Role.SECURITY_MANAGER, "SM")  # raises ProtocolError for any other server
+        if self.status >= 400:
+            check, message = self.answer.get("error", "refused"), self.answer.get("message", "")
+            raise ProtocolError("SM-refused", f"SM refused ({self.status} {check}): {message}",
+                                final=self.status in FINAL_SM_STATUSES)
+        return dict(self.answer)
+
+
 @dataclass
 class ArtefactLicence:
     """What step 6 leaves BL with: the artefact licence, its claims, and the host licence it rests on."""
@@ -170,7 +238,7 @@ class ArtefactLicence:
 
 
 def authorize(artefact: str, host_claims: dict[str, Any], host_licence: str,
-              timings: dict[str, float] | None = None) -> ArtefactLicence:
+              timings: dict[str, float] | None = None, early: EarlySMRequest | None = None) -> ArtefactLicence:
     """Run step 6 for the host licence BM mounted, already verified (``host_claims``); ``ProtocolError`` on doubt."""
     from bonseyes_py.errors import BonseyesError, LicenceError
     from bonseyes_py.identity.ids import RuntimeID
@@ -197,11 +265,14 @@ def authorize(artefact: str, host_claims: dict[str, Any], host_licence: str,
         raise ProtocolError("endpoint", f"BM URL {bm_url!r} is not at the licence's host IP {runtime.host_ip}")
     timings["bl_material"] = time.perf_counter() - began
 
-    # 2. Artefact licence from the SM, as this runtime.
+    # 2. Artefact licence from the SM, as this runtime (the answer of the early call when it was made
+    # for this very licence and the server proves to be the SM; otherwise the call is made now).
     began = time.perf_counter()
-    answer = _post(str(endpoints.get("sm_url", "")), "/v1/licences/artefact",
-                   {"host_licence": host_licence, "artefact_id": artefact},
-                   role=Role.SECURITY_MANAGER, name=None, what="SM")
+    answer = early.answer_for(host_licence) if early is not None else None
+    if answer is None:
+        answer = _post(str(endpoints.get("sm_url", "")), "/v1/licences/artefact",
+                       {"host_licence": host_licence, "artefact_id": artefact},
+                       role=Role.SECURITY_MANAGER, name=None, what="SM")
     try:
         licence = str(answer["licence"])
         claims = verify_licence(licence, trust(), kind=LicenceKind.ARTEFACT, expect=Expectations(
