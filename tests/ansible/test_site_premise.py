@@ -79,8 +79,13 @@ def test_site_deploys_and_runs_the_demo_then_only_the_demo_changes(premise: Prem
     assert "Deploy the Security Manager" in first.changed
     received = [m for m in first.messages if isinstance(m, dict) and "stage_2_received" in m]
     assert received
-    assert received[0]["stage_2_received"][0].startswith("RECEIVED hello-from-stage-0 FROM spiffe://")
-    assert "/runtime/rt-" in received[0]["stage_2_received"][0]
+    assert received[0]["stage_2_received"][0].startswith("RECEIVED hello-from-stage-0 FROM 127.0.0.1")
+    accepted = received[0]["stage_2_bl_accepted"]
+    assert accepted
+    assert "accepted runtime spiffe://" in accepted[0], accepted
+    assert "/runtime/rt-" in accepted[0], accepted
+    assert any("KEY UNREADABLE" in line for line in received[0]["stage_2_payload_secrets"])
+    assert "TLS ENV []" in received[0]["stage_2_payload_secrets"], received[0]["stage_2_payload_secrets"]
     assert received[0]["stages"] == ["running", "running"]
     assert second.status == "successful", second.failed
     assert set(second.changed) == {DEMO_PLAY}, second.changed
