@@ -1,9 +1,9 @@
 """provision -> dynamic inventory -> enrol -> teardown against the local OpenStack control plane, for real.
 
-Each test provisions a two-server GPU premise; the dynamic inventory's ``compose`` maps every fake
+The test provisions a two-server GPU premise; the dynamic inventory's ``compose`` maps every fake
 server to a loopback test host of its own (127.0.0.<base+NN>, local connection, its own BM directory,
 supervisord and hardware tree), and the bonseyes_module role enrols both with a real Security Manager
-(playbooks/security_manager.yml under the test's state directory). The SM's HTTPS API, queried with its
+(deployed by site.yml's SM play under the test's short-lived state directory). The SM's HTTPS API, queried with its
 admin certificate, must show each server's host identity available from the server's own address; after
 the teardown the same hosts are revoked (their certificates on the SM's CRL) and the OpenStack resources
 of the prefix are gone, while look-alike resources the provisioning did not create are still there.
