@@ -19,6 +19,16 @@ is fsynced at checkpoints rather than at every commit. ``synchronous=FULL`` (``s
 in ``sm.json``) fsyncs every commit and survives a power cut too, at several milliseconds per
 licence on ordinary disks.
 
+The choice: NORMAL is the default. The requirement the SM is built and tested for is that a
+crash or ``kill -9`` of the server never loses a licence a client received (``tests/sm/
+test_sm_crash.py``), and NORMAL meets it: a commit is in the WAL, i.e. in the kernel's page cache,
+before the licence leaves. Surviving a power cut as well needs an fsync per commit, which on
+ordinary disks would cost more than all the rest of a licence and become the service's limit; an
+operator whose SM must survive power loss sets ``sqlite_synchronous: FULL`` (or runs PostgreSQL
+with its default ``synchronous_commit=on``), and ``bench/bench_sm.py --sqlite-synchronous FULL``
+measures what it costs. The licence path (``fastsql.py``) commits on the same connections, with
+the same pragmas.
+
 PostgreSQL: the audit head row is locked ``FOR UPDATE`` by the audit module, which serialises
 writers that append to the chain; reads and writes share one engine.
 
