@@ -286,6 +286,19 @@ def wait_port(port: int, name: str, timeout: float = 120.0) -> None:
     raise SystemExit(f"{name} did not listen on {HOST}:{port} within {timeout:.0f} s; see {LOG / (name + '.out')}")
 
 
+def wait_postgres_ready(timeout: float = 120.0) -> None:
+    """PostgreSQL listens before it accepts sessions ("the database system is starting up"): wait for both."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = subprocess.run([str(pg_bin() / "pg_isready"), "-h", HOST, "-p", str(PORTS.postgres), "-U", "postgres"],
+                               capture_output=True, check=False)
+        if ready.returncode == 0:
+            return
+        check_alive("postgres")
+        time.sleep(0.2)
+    raise SystemExit(f"postgres did not accept sessions within {timeout:.0f} s; see {LOG / 'postgres.out'}")
+
+
 def check_alive(name: str) -> None:
     pid = int((RUN / f"{name}.pid").read_text())
     try:
@@ -360,6 +373,7 @@ def start() -> None:
 
     start_postgres()
     wait_port(PORTS.postgres, "postgres")
+    wait_postgres_ready()
     for database in ("keystone", "glance", "placement", "nova_api", "nova_cell0", "nova_cell1"):
         run(["runuser", "-u", "postgres", "--", str(pg_bin() / "createdb"), "-h", HOST, "-p", str(PORTS.postgres),
              database])
