@@ -23,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.orm import Session
 
+from bonseyes_py.sm.fastsql import FastConnection
 from bonseyes_py.sm.models import AuditEntry, AuditHead
 
 GENESIS_HASH = "0" * 64
@@ -50,11 +51,14 @@ _INSERT_ENTRY = insert(cast(Table, AuditEntry.__table__))
 _UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
 
-def _connection(session: Session | Connection) -> Connection:
+Writer = Session | Connection | FastConnection
+
+
+def _connection(session: Writer) -> Connection | FastConnection:
     return session.connection() if isinstance(session, Session) else session
 
 
-def lock_chain(session: Session | Connection) -> Any:
+def lock_chain(session: Writer) -> Any:
     """Lock the chain head for the rest of the transaction (a no-op lock on SQLite, which is serialised).
 
     Returns the head row (``seq``, ``entry_hash``).
@@ -62,7 +66,7 @@ def lock_chain(session: Session | Connection) -> Any:
     return _connection(session).execute(_LOCK_HEAD).one()
 
 
-def append(session: Session | Connection, *, actor: str, action: str, subject: str, outcome: str = "ok",
+def append(session: Writer, *, actor: str, action: str, subject: str, outcome: str = "ok",
            policy_revision: str | None = None, details: dict[str, Any] | None = None,
            head: Any = None) -> dict[str, Any]:
     """Append one entry in the caller's transaction (locks the chain head until it commits).

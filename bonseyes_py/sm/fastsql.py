@@ -18,10 +18,11 @@ import collections
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from bonseyes_py.sm.db import WriteLock, is_sqlite
@@ -32,7 +33,7 @@ class _Compiled:
 
     def __init__(self, statement: ClauseElement, engine: Engine, names: tuple[str, ...]) -> None:
         dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect, column_keys=list(names) if names else None)
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(names) if names else None))
         self.sql = str(compiled)
         self.positional = tuple(compiled.positiontup or ()) if compiled.positional else None
         if "POSTCOMPILE" in self.sql:
