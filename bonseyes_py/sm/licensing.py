@@ -95,6 +95,9 @@ _PREAMBLE = (
                  .outerjoin(LICENCES, LICENCES.c.request_key == bindparam("request_key")))
     .where(STATE.c.id == 1)
     .with_for_update(of=AUDIT_HEAD))
+_STATE_AND_HEAD = (select(STATE.c.generation, AUDIT_HEAD.c.seq)
+                   .select_from(STATE.join(AUDIT_HEAD, AUDIT_HEAD.c.id == STATE.c.id))
+                   .where(STATE.c.id == 1).with_for_update(of=AUDIT_HEAD))
 _SUBJECT_PREFIXES = (("a_", ARTEFACTS), ("h_", HOSTS), ("u_", USERS))
 _SUBJECTS = (
     select(*[column.label(prefix + column.name) for prefix, table in _SUBJECT_PREFIXES for column in table.c],
@@ -152,6 +155,7 @@ class _LicenceReads:
 
 _STORED = select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response).where(
     LICENCES.c.request_key == bindparam("request_key"))
+# The database's own count of running instances: what ``InstanceTracker`` must equal (tests/sm).
 _RUNNING = select(func.count()).select_from(
     select(LICENCES.c.host_id, LICENCES.c.nonce).where(
         LICENCES.c.artefact_id == bindparam("artefact_id"), LICENCES.c.kind == "host",
@@ -228,17 +232,6 @@ class LicenceOperations(SMCore):
         connection = session.connection() if isinstance(session, Session) else session
         row = connection.execute(_STORED, {"request_key": request_key}).one_or_none()
         return None if row is None else self._replayed(row, fingerprint)
-
-    @staticmethod
-    def _running_instances(session: Any, artefact_id: str, exclude: tuple[str, str], now: float) -> int:
-        """Distinct runtimes (host, nonce) holding a live host licence of the artefact, other than ``exclude``.
-
-        Counted by the database (a renewal's licences share their runtime, hence DISTINCT), so the cost
-        does not grow with Python objects per live licence.
-        """
-        connection = session.connection() if isinstance(session, Session) else session
-        return int(connection.execute(_RUNNING, {"artefact_id": artefact_id, "now": now, "exclude_host": exclude[0],
-                                                 "exclude_nonce": exclude[1]}).scalar_one())
 
     def _licence_reads(self, conn: Any, generation: int, artefact_id: str, host_id: str, user_id: str,
                        digest: str, *, fresh: bool = False) -> _LicenceReads:
@@ -493,6 +486,9 @@ class LicenceOperations(SMCore):
         host_jti = claims["jti"]
         # An artefact licence changes nothing the host-licence path caches: no generation increment.
         with self.transaction(changes=False) as session:
+            # Head locked first (as the host-licence path and revocations do); the running instances
+            # come from the tracker, which needs the generation and head seen under that lock.
+            state = session.connection().execute(_STATE_AND_HEAD).one()
             record = found(session.get(Licence, host_jti), "host licence", host_jti)
             require(record.kind == "host", NotFoundError(f"host licence {host_jti!r} does not exist"))
             if record.revoked_at is not None:
@@ -506,7 +502,9 @@ class LicenceOperations(SMCore):
             pipeline = session.get(Pipeline, record.pipeline_id) if record.pipeline_id else None
             premise_name = pipeline.premise if pipeline is not None else ""
             premise = found(session.get(Premise, premise_name), "premise", premise_name)
-            running = self._running_instances(session, artefact.artefact_id, (host.host_id, runtime.nonce), now)
+            running = self.instances.running(session.connection(), generation=int(state.generation),
+                                             head_seq=int(state.seq), artefact_id=artefact.artefact_id,
+                                             exclude=(host.host_id, runtime.nonce), now=now)
             decision = self.policy.decide(
                 premise.policy, Action.ISSUE_ARTEFACT_LICENCE, user=user_attributes(user),
                 host=host_attributes(session, host, now, ttl), artefact=artefact_attributes(artefact),
