@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from jwt.utils import base64url_encode
 
 from bonseyes_py.errors import CertificateError, LicenceError
 from bonseyes_py.pki.certs import load_der_certificate
@@ -61,15 +62,29 @@ class Signer:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_x5c", [_b64_der(c) for c in self.chain])
         object.__setattr__(self, "_algorithm", JWS_ALGORITHM[algorithm_of(self.key)])
+        object.__setattr__(self, "_jwa", jwt.get_algorithm_by_name(self._algorithm))  # type: ignore[attr-defined]
+        object.__setattr__(self, "_headers", {})
 
     @property
     def algorithm(self) -> str:
         return self._algorithm  # type: ignore[attr-defined,no-any-return]
 
+    def _header_segment(self, typ: str) -> bytes:
+        # The x5c chain makes the header ~2 KB and it never changes for a (signer, typ): encode it once,
+        # with the same JSON rules PyJWT's encoder uses (compact separators, sorted keys).
+        segment: bytes | None = self._headers.get(typ)  # type: ignore[attr-defined]
+        if segment is None:
+            header = {"alg": self.algorithm, "typ": typ, "x5c": self._x5c}  # type: ignore[attr-defined]
+            segment = base64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+            self._headers[typ] = segment  # type: ignore[attr-defined]
+        return segment
+
     def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """Compact JWS (RFC 7515 section 7.1); the signature itself is PyJWT's JWA implementation."""
         payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
-        headers = {"typ": typ, "x5c": self._x5c}  # type: ignore[attr-defined]
-        return _jws.encode(payload, self.key, algorithm=self.algorithm, headers=headers)
+        signing_input = self._header_segment(typ) + b"." + base64url_encode(payload)
+        signature = self._jwa.sign(signing_input, self.key)  # type: ignore[attr-defined]
+        return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
 
 
 @dataclass(frozen=True)

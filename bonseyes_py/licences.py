@@ -17,14 +17,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
-import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes
 
 from bonseyes_py.errors import LicenceError
 from bonseyes_py.identity.ids import RuntimeID
@@ -46,7 +45,7 @@ class LicenceKind(enum.StrEnum):
 
 def certificate_thumbprint(certificate: x509.Certificate) -> str:
     """RFC 8705 ``x5t#S256``: base64url SHA-256 of the DER certificate."""
-    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    digest = certificate.fingerprint(hashes.SHA256())  # SHA-256 over the DER encoding, computed in Rust
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 

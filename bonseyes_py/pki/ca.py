@@ -12,6 +12,7 @@ host licence response.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -139,8 +140,13 @@ def _ca_certificate(subject: x509.Name, public_key: PublicKey, issuer: x509.Name
 _EXTENDED_KEY_USAGE = {role: x509.ExtendedKeyUsage(list(ekus_for(role))) for role in Role}
 
 
-def _leaf_key_usage(role: Role, public_key: PublicKey) -> x509.KeyUsage:
-    key_agreement_ok = algorithm_of(public_key) is KeyAlgorithm.RSA_3072 and role is not Role.LICENCE_SIGNER
+_LEAF_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+
+
+@functools.cache
+def _leaf_key_usage(role: Role, algorithm: KeyAlgorithm) -> x509.KeyUsage:
+    # Cached: one immutable extension per (role, key type); issuance runs this for every runtime.
+    key_agreement_ok = algorithm is KeyAlgorithm.RSA_3072 and role is not Role.LICENCE_SIGNER
     return x509.KeyUsage(digital_signature=True, content_commitment=role is Role.LICENCE_SIGNER,
                          key_encipherment=key_agreement_ok, data_encipherment=False, key_agreement=False,
                          key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
@@ -235,7 +241,7 @@ class CertificateAuthority:
         """Sign a leaf for ``identity`` over ``public_key``; the role goes into SAN URI and EKU."""
         if identity.trust_domain != self.trust_domain:
             raise InputError(f"identity is in trust domain {identity.trust_domain}, CA serves {self.trust_domain}")
-        algorithm_of(public_key)
+        algorithm = algorithm_of(public_key)
         now = now or utcnow()
         validity = validity or DEFAULT_LEAF_VALIDITY[identity.role]
         not_after = min(now + validity, self.intermediate.not_valid_after_utc)
@@ -256,8 +262,8 @@ class CertificateAuthority:
             .serial_number(_serial())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_key_usage(identity.role, public_key), critical=True)
+            .add_extension(_LEAF_CONSTRAINTS, critical=True)
+            .add_extension(_leaf_key_usage(identity.role, algorithm), critical=True)
             .add_extension(_EXTENDED_KEY_USAGE[identity.role], critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(self._intermediate_aki, critical=False)

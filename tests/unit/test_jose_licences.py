@@ -436,3 +436,24 @@ def test_x5c_with_unparseable_certificate_refused(ca: CertificateAuthority, host
     der[at:at + 5] = bytes.fromhex("a003020107")
     x5c = [base64.b64encode(bytes(der)).decode("ascii"), *decoded["x5c"][1:]]
     assert check_of(f"{b64url_json(dict(decoded, x5c=x5c))}.{payload}.{signature}", ca) == "format"
+
+
+@pytest.mark.parametrize("algorithm", list(KeyAlgorithm))
+def test_signer_output_is_a_standard_jws_pyjwt_decodes(ca: CertificateAuthority, algorithm: KeyAlgorithm) -> None:
+    """Signer builds the compact form itself (cached header); PyJWT alone must accept it and see our header."""
+    key = generate_private_key(algorithm)
+    certificate = ca.issue(key.public_key(), ca.identity(Role.LICENCE_SIGNER, f"s-{algorithm.value}"))
+    signer = Signer(key, [certificate, ca.intermediate])
+    claims = {"sub": "x", "n": 1, "nested": {"b": [1, 2], "a": "é"}}
+    for typ in ("host-licence", "artefact-licence", "host-licence"):  # the second host-licence uses the cache
+        token = signer.sign(claims, typ)
+        header = jwt.get_unverified_header(token)
+        assert header == {"alg": signer.algorithm, "typ": typ, "x5c": header["x5c"]}
+        assert base64.b64decode(header["x5c"][0]) == certificate.public_bytes(serialization.Encoding.DER)
+        decoded = jwt.decode(token, key.public_key(), algorithms=[signer.algorithm],  # type: ignore[arg-type]
+                             options={"verify_aud": False})
+        assert decoded == claims
+        tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        with pytest.raises(jwt.InvalidSignatureError):
+            jwt.decode(tampered, key.public_key(), algorithms=[signer.algorithm],  # type: ignore[arg-type]
+                       options={"verify_aud": False})
