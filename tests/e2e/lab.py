@@ -46,8 +46,9 @@ from bonseyes_py.sm.initialise import init_sm
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PYBASE = "bonseyes/base-python:bookworm"
-# Tagged by the payload's content, so an edited relay_payload.py is rebuilt rather than reused.
-RELAY_IMAGE = "bonseyes-e2e/relay:" + hashlib.sha256((HERE / "relay_payload.py").read_bytes()).hexdigest()[:12]
+# The demo payload of site.yml (one file for both). Tagged by its content, so an edit is rebuilt, not reused.
+RELAY_PAYLOAD = HERE.parents[1] / "playbooks" / "files" / "relay_payload.py"
+RELAY_IMAGE = "bonseyes-e2e/relay:" + hashlib.sha256(RELAY_PAYLOAD.read_bytes()).hexdigest()[:12]
 LABEL_HOST = "io.bonseyes.bm.host"
 LABEL_PIPELINE = "io.bonseyes.bm.pipeline"
 ENGINE_CERTS_DIR = "/etc/docker/certs.d"
@@ -252,7 +253,7 @@ class Lab:
             pass
         context = self.root / "relay-context"
         context.mkdir(exist_ok=True)
-        (context / "relay.py").write_bytes((HERE / "relay_payload.py").read_bytes())
+        (context / "relay.py").write_bytes(RELAY_PAYLOAD.read_bytes())
         (context / "Dockerfile").write_text(
             f"FROM {PYBASE}\nCOPY relay.py /srv/relay.py\nUSER nobody\nWORKDIR /srv\n"
             'ENTRYPOINT ["python3", "-u", "/srv/relay.py"]\nCMD ["relay"]\n')
