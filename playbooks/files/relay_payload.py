@@ -47,7 +47,7 @@ def send():
     url = os.environ["BONSEYES_NEXT"]
     message = f"hello-from-stage-{POSITION}".encode()
     last = None
-    for _ in range(600):
+    for _attempt in range(600):
         try:
             request = urllib.request.Request(url + "/data", data=message, method="POST")  # noqa: S310 (BL's loopback)
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
