@@ -90,7 +90,7 @@ AUDIT_HEAD = cast(Table, AuditHead.__table__)
 #   (``_licence_reads``); the running-instances count comes from ``InstanceTracker``.
 _PREAMBLE = (
     select(STATE.c.generation, AUDIT_HEAD.c.seq, AUDIT_HEAD.c.entry_hash, LICENCES.c.jti, LICENCES.c.nonce,
-           LICENCES.c.request_fingerprint, LICENCES.c.response)
+           LICENCES.c.request_fingerprint, LICENCES.c.response, LICENCES.c.revoked_at)
     .select_from(STATE.join(AUDIT_HEAD, AUDIT_HEAD.c.id == STATE.c.id)
                  .outerjoin(LICENCES, LICENCES.c.request_key == bindparam("request_key")))
     .where(STATE.c.id == 1)
@@ -153,7 +153,8 @@ class _LicenceReads:
     host_premises: tuple[str, ...]
 
 
-_STORED = select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response).where(
+_STORED = select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response,
+                 LICENCES.c.revoked_at).where(
     LICENCES.c.request_key == bindparam("request_key"))
 # The database's own count of running instances: what ``InstanceTracker`` must equal (tests/sm).
 _RUNNING = select(func.count()).select_from(
@@ -421,6 +422,9 @@ class LicenceOperations(SMCore):
         if row.request_fingerprint != fingerprint:
             raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
                                 f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
+        # A retry must not hand back what a revocation (of the licence, its artefact, host or user) took away.
+        if row.revoked_at is not None:
+            raise LicenceError(f"licence {row.jti} is revoked", check="revoked")
         return self.box.open(row.response, row.jti)
 
     def _intermediate_pem(self) -> str:

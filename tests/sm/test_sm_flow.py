@@ -48,6 +48,24 @@ def test_same_nonce_returns_the_same_licence_and_other_parameters_conflict(lab: 
     check_error(lab.host.client.post("/v1/licences/host", {**request, "user_id": "admin"}), 409, "nonce-replay")
 
 
+def test_a_retry_after_revocation_does_not_return_the_stored_licence(world: World, lab: Lab) -> None:
+    request = lab.licence_request(nonce())
+    licence = check_response(lab.host.client.post("/v1/licences/host", request), "POST", "/v1/licences/host", 201)
+    runtime = world.runtime(licence)
+    artefact_request = {"host_licence": licence["licence"], "artefact_id": lab.artefact["artefact_id"]}
+    first = check_response(runtime.client.post("/v1/licences/artefact", artefact_request),
+                           "POST", "/v1/licences/artefact", 201)
+    again = check_response(runtime.client.post("/v1/licences/artefact", artefact_request),
+                           "POST", "/v1/licences/artefact", 201)
+    assert again == first
+    check_response(world.admin.post("/v1/revocations", {"kind": "licence", "id": first["licence_id"]}),
+                   "POST", "/v1/revocations", 200)
+    check_error(runtime.client.post("/v1/licences/artefact", artefact_request), 403, "revoked")
+    check_response(world.admin.post("/v1/revocations", {"kind": "licence", "id": licence["licence_id"]}),
+                   "POST", "/v1/revocations", 200)
+    check_error(lab.host.client.post("/v1/licences/host", request), 403, "revoked")
+
+
 def test_artefact_licence_refuses_another_runtime_certificate(world: World, lab: Lab) -> None:
     first = lab.host.client.post("/v1/licences/host", lab.licence_request(nonce())).json()
     second = lab.host.client.post("/v1/licences/host", lab.licence_request(nonce())).json()
