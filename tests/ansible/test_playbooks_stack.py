@@ -9,9 +9,6 @@ the asserts inside the playbook (a failed assert fails the run).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -19,20 +16,13 @@ from pathlib import Path
 import pytest
 from test_molecule import free_port
 from test_playbooks import recap
+from test_site_premise import stop_supervisord
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.docker]
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = ["playbooks/security_manager.yml", "playbooks/marketplace.yml", "playbooks/users_and_premises.yml",
               "playbooks/bonseyes_module.yml"]
 PLAYBOOK = Path(__file__).parent / "playbooks_stack" / "bonseyes_artefact_and_pipeline.yml"
-
-
-def stop_supervisord(state: Path) -> None:
-    """End the supervisord this run started (its pid file), which stops the SM, registry and BM."""
-    pidfile = state / "supervisor" / "supervisord.pid"
-    if pidfile.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
 
 
 def remove_images(name: str) -> None:
