@@ -1,7 +1,7 @@
 """Security Manager throughput through the real HTTPS/mTLS API (gunicorn), next to its ceilings.
 
     .venv/bin/python bench/bench_sm.py [--seconds 4] [--clients 4] [--worker-class gthread|sync]
-                                       [--workers 2] [--threads 8] [--hosts 1000]
+                                       [--workers 2] [--threads 8] [--hosts 1000] [--warmup 1]
 
 Rows (each client is a separate process; latencies are per request, measured in the client):
 
@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"))
     parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds of licence and ping requests sent (and discarded) before the rows")
     parser.add_argument("--sqlite-synchronous", default="NORMAL", choices=("NORMAL", "FULL"))
     args = parser.parse_args()
 
@@ -170,6 +172,12 @@ def main() -> None:
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(args.clients) as pool:
                 pool.map(time.sleep, [0.01] * args.clients)  # Warm the pool processes up.
+                # Warm the workers up (imports, compiled statements, parsed policy, cached reads) so the
+                # first row does not carry each worker's one-off start-up; these requests are discarded.
+                if args.warmup > 0:
+                    for path, method, request_body in (("/v1/licences/host", "POST", body), ("/v1/ping", "GET", None)):
+                        measure(pool, args.clients, base_url, path, host_id, root, method, request_body, True,
+                                args.warmup, source_ip=HOST_IP, server_pid=server.pid)
                 for keepalive, label in ((True, "kept-alive"), (False, "new TLS conn/request")):
                     rows.append((f"host licence, {label}", measure(
                         pool, args.clients, base_url, "/v1/licences/host", host_id, root, "POST", body,
