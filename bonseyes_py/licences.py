@@ -17,10 +17,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -28,14 +27,24 @@ from cryptography.hazmat.primitives import hashes
 from bonseyes_py.errors import LicenceError
 from bonseyes_py.identity.ids import RuntimeID
 from bonseyes_py.jose import DEFAULT_LEEWAY, Signer, timestamp, verify_jws
-from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.keys import KeyAlgorithm, PrivateKey
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.pki.verify import TrustStore, utcnow
 
+if TYPE_CHECKING:  # verification (BL's start) never needs the CA's code
+    from bonseyes_py.pki.ca import CertificateAuthority
+
 DEFAULT_HOST_LICENCE_VALIDITY = dt.timedelta(minutes=15)
 DEFAULT_ARTEFACT_LICENCE_VALIDITY = dt.timedelta(hours=1)
 _CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "runtime", "cnf", "nonce")
+
+
+def _new_id() -> str:
+    """A fresh ``jti``; ``uuid`` (and the ``platform`` it loads) is imported on first issue only, so that
+    verification, which BL runs at every container start, does not pay for it."""
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 class LicenceKind(enum.StrEnum):
@@ -113,7 +122,7 @@ class LicenceIssuer:
             "iat": timestamp(now),
             "nbf": timestamp(now),
             "exp": timestamp(now + validity),
-            "jti": str(uuid.uuid4()),
+            "jti": _new_id(),
             "nonce": runtime.nonce,
             "runtime": runtime.as_claim(),
             "cnf": host_licence_claims["cnf"],
@@ -132,7 +141,7 @@ class LicenceIssuer:
             "iat": timestamp(now),
             "nbf": timestamp(now),
             "exp": timestamp(now + validity),
-            "jti": str(uuid.uuid4()),
+            "jti": _new_id(),
             "nonce": runtime.nonce,
             "runtime": runtime.as_claim(),
             "cnf": {"x5t#S256": certificate_thumbprint(certificate)},

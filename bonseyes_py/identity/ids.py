@@ -15,7 +15,6 @@ import hashlib
 import ipaddress
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +61,17 @@ def check_ip(address: str) -> str:
         raise InputError(f"host IP {address!r} is not an IP address", check="host-ip") from exc
 
 
+def _new_id() -> str:
+    """A fresh ``jti``; ``uuid`` (and the ``platform`` it loads) is imported on first issue only, so that
+    verification, which BL runs at every container start, does not pay for it."""
+    import uuid
+
+    return str(uuid.uuid4())
+
+
 def _claims(issuer: str, subject: str, now: dt.datetime, **extra: Any) -> dict[str, Any]:
     return {"iss": issuer, "sub": subject, "iat": timestamp(now), "nbf": timestamp(now),
-            "jti": str(uuid.uuid4()), **extra}
+            "jti": _new_id(), **extra}
 
 
 def sign_host_id(owner: Signer, owner_uri: str, hardware_id: str, now: dt.datetime | None = None) -> str:
