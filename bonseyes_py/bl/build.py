@@ -78,6 +78,15 @@ def build_layer(*, mode: str = "onedir", cache_dir: Path | None = None, log: Pat
             # before BL's first line at every container start.
             "--exclude-module", "multiprocessing", "--exclude-module", "bcrypt", "--exclude-module", "yaml",
             "--exclude-module", "requests", "--exclude-module", "urllib3",
+            # Modules as .pyc files beside the executable instead of an archive appended to it: the
+            # interpreter's own path finder loads them faster than the archive's importer (measured:
+            # about 10% of BL's start to step 5), for 4 MB more on disk (0.2 MB compressed).
+            "--debug", "noarchive",
+            # Symbols and debug sections stripped from the bundled libraries (libpython alone carries
+            # 17 MB of them): half the layer every cold pull transfers and unpacks (23 -> 13 MB gzip).
+            "--strip",
+            # Garbage collector off during the start-up imports (see startup_hook.py).
+            "--runtime-hook", str(PACKAGE_ROOT / "bl" / "startup_hook.py"),
             str(PACKAGE_ROOT / "bl" / "main.py"),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

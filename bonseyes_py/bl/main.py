@@ -22,19 +22,22 @@ status; the payload never starts without a valid licence.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bonseyes_py.bl import layout
+
+if TYPE_CHECKING:  # imported when the payload starts, after BM's acceptance: off BL's critical path
+    import subprocess
 
 EXIT_LICENCE = 77  # EX_NOPERM
 EXIT_CONFIG = 78  # EX_CONFIG
@@ -155,6 +158,8 @@ def payload_identity(original: Original) -> tuple[int, int, list[int], str | Non
 
 def start_payload(original: Original, arguments: list[str], overrides: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start the artefact's own command as a child, as its own user; BL stays PID 1."""
+    import subprocess
+
     # As with Docker itself: arguments given to `docker run` replace the command, not the entrypoint.
     command = original.entrypoint + (arguments or original.cmd)
     if not command:
@@ -296,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         claims = verify_host_licence(artefact)
         timings["bl_step5"] = time.perf_counter() - began
         licence = authorize_artefact(artefact, claims, timings, early)
+        # The start-up hook disabled the collector for the imports; what they loaded stays for good.
+        gc.freeze()
+        gc.enable()
         from bonseyes_py.bl import relay
 
         try:
