@@ -110,48 +110,56 @@ def verify_peer(der: bytes | None, role: Any, what: str) -> Any:
         raise ProtocolError("peer", f"{what} is not who it must be: {exc}") from exc
 
 
-def _post(url: str, path: str, body: dict[str, Any], *, role: Any, name: str | None, what: str) -> dict[str, Any]:
+def _exchange(connection: http.client.HTTPSConnection, url: str, path: str, body: dict[str, Any], *, role: Any,
+              name: str | None, what: str) -> dict[str, Any]:
+    """On a connected mTLS connection: check the server's role (and name), then POST JSON and read the answer.
+
+    Nothing is sent before the server certificate verified. ``OSError``/``HTTPException`` mean the
+    transport failed (the caller may try again on a new connection); ``ProtocolError`` is an answer.
+    """
+    identity, _ = verify_peer(connection.sock.getpeercert(binary_form=True),  # type: ignore[union-attr]
+                              role, f"{what} at {url}")
+    if name is not None and identity.name != name:
+        raise ProtocolError("peer", f"{what} at {url} is {identity.uri}, not the licence's host {name}")
+    connection.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    raw = response.read(MAX_ANSWER_BYTES + 1)
+    try:
+        answer = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError("answer", f"{what} answered {response.status} with non-JSON", final=False) from exc
+    if response.status >= 400 or not isinstance(answer, dict):
+        check = answer.get("error", "refused") if isinstance(answer, dict) else "refused"
+        message = answer.get("message", "") if isinstance(answer, dict) else ""
+        final = what == "SM" and response.status in FINAL_SM_STATUSES
+        raise ProtocolError(f"{what}-refused", f"{what} refused ({response.status} {check}): {message}", final=final)
+    return answer
+
+
+def _post(url: str, path: str, body: dict[str, Any], *, role: Any, name: str | None, what: str,
+          context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """POST JSON over mTLS after checking the server certificate's role (and name) against the baked root."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise ProtocolError("endpoint", f"{what} URL {url!r} is not https://HOST:PORT")
     last_error = ""
-    context = client_context()
+    context = context or client_context()
     for attempt in range(ATTEMPTS):
         connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=context, timeout=30)
         try:
             connection.connect()
-            identity, _ = verify_peer(connection.sock.getpeercert(binary_form=True),  # type: ignore[union-attr]
-                                      role, f"{what} at {url}")
-            if name is not None and identity.name != name:
-                raise ProtocolError("peer", f"{what} at {url} is {identity.uri}, not the licence's host {name}")
-            connection.request("POST", path, body=json.dumps(body).encode(),
-                               headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            raw = response.read(MAX_ANSWER_BYTES + 1)
+            return _exchange(connection, url, path, body, role=role, name=name, what=what)
         except (OSError, http.client.HTTPException) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2 * (attempt + 1))
-            continue
         finally:
             connection.close()
-        try:
-            answer = json.loads(raw)
-        except ValueError as exc:
-            raise ProtocolError("answer", f"{what} answered {response.status} with non-JSON", final=False) from exc
-        if response.status >= 400 or not isinstance(answer, dict):
-            check = answer.get("error", "refused") if isinstance(answer, dict) else "refused"
-            message = answer.get("message", "") if isinstance(answer, dict) else ""
-            final = what == "SM" and response.status in FINAL_SM_STATUSES
-            raise ProtocolError(f"{what}-refused", f"{what} refused ({response.status} {check}): {message}",
-                                final=final)
-        return answer
     raise ProtocolError(f"{what}-unreachable", f"{what} at {url} did not answer after {ATTEMPTS} attempts: "
                         f"{last_error}", final=False)
 
 
 class EarlySMRequest:
-    """Step 6's SM call, started while BL still imports its crypto stack for step 5.
+    """Step 6's SM call, and the TLS handshake with BM, started while BL still imports its crypto stack for step 5.
 
     The call needs only ``ssl`` (already loaded), so it runs in a thread while the interpreter
     imports ``cryptography`` and verifies the host licence, and the SM's round trip stops adding
@@ -160,6 +168,12 @@ class EarlySMRequest:
     role ``sm`` and only for the host licence step 5 then verified; anything else, and
     ``authorize`` makes the call itself. Sending the host licence before verifying it reveals
     nothing: BM, which wrote it, already holds it, and the SM verifies it anyway.
+
+    After the SM call the thread also opens the mutual-TLS connection to BM's URL, so that step 6's
+    last leg is one request on a ready connection. Only the handshake happens early: nothing is sent
+    on it until ``authorize`` has verified the artefact licence and checked, on this connection, that
+    the server is the BM of the licence's host (role ``host``, its host ID, at the licence's host IP);
+    a connection that is unusable by then is dropped and ``authorize`` connects again.
     """
 
     def __init__(self, artefact: str) -> None:
@@ -169,10 +183,38 @@ class EarlySMRequest:
         self.answer: Any = None
         self.der: bytes | None = None
         self.error = ""
+        self.bm: http.client.HTTPSConnection | None = None
+        self.bm_url = ""
+        self.bm_error = ""
+        self.context: ssl.SSLContext | None = None
+        self._sm_done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bl-early-sm", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._sm_call()
+        finally:
+            self._sm_done.set()
+        if self.context is not None:  # set once BM's URL passed the precheck, whatever the SM answered
+            self._bm_connect()
+
+    def _bm_connect(self) -> None:
+        connection = None
+        try:
+            parts = urlsplit(self.bm_url)
+            if parts.scheme != "https" or not parts.hostname:
+                return
+            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=self.context,
+                                                     timeout=30)
+            connection.connect()
+            self.bm = connection
+        except Exception as exc:  # any failure: authorize() connects itself and reports it
+            self.bm_error = f"{type(exc).__name__}: {exc}"
+            if connection is not None:
+                connection.close()
+
+    def _sm_call(self) -> None:
         try:
             self.token = read_host_licence()
             endpoints = json.loads(Path(ENDPOINTS).read_text())
@@ -180,14 +222,16 @@ class EarlySMRequest:
             # (decoded, not verified: it only spares the SM a call that would be thrown away).
             payload = self.token.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            if urlsplit(str(endpoints.get("bm_url", ""))).hostname != claims["runtime"]["host_ip"]:
+            self.bm_url = str(endpoints.get("bm_url", ""))
+            if urlsplit(self.bm_url).hostname != claims["runtime"]["host_ip"]:
                 self.error = "BM URL is not at the licence's host IP"
                 return
+            self.context = client_context()
             parts = urlsplit(str(endpoints.get("sm_url", "")))
             if parts.scheme != "https" or not parts.hostname:
                 self.error = "SM URL is not https"
                 return
-            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=client_context(),
+            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=self.context,
                                                      timeout=30)
             try:
                 connection.connect()
@@ -207,8 +251,8 @@ class EarlySMRequest:
         """The SM's answer if it was for ``host_licence`` and came from the SM; ``None`` to call again."""
         from bonseyes_py.pki.roles import Role
 
-        self._thread.join(timeout)
-        if self._thread.is_alive() or self.token != host_licence or not self.der or not isinstance(self.answer, dict):
+        if (not self._sm_done.wait(timeout) or self.token != host_licence or not self.der
+                or not isinstance(self.answer, dict)):
             return None
         verify_peer(self.der, Role.SECURITY_MANAGER, "SM")  # raises ProtocolError for any other server
         if self.status >= 400:
@@ -216,6 +260,15 @@ class EarlySMRequest:
             raise ProtocolError("SM-refused", f"SM refused ({self.status} {check}): {message}",
                                 final=self.status in FINAL_SM_STATUSES)
         return dict(self.answer)
+
+    def bm_connection_for(self, bm_url: str, timeout: float = 35.0) -> http.client.HTTPSConnection | None:
+        """The early connection if it was opened to ``bm_url`` itself (the caller takes it); ``None`` otherwise."""
+        self._thread.join(timeout)
+        connection, self.bm = self.bm, None
+        if connection is not None and (self._thread.is_alive() or self.bm_url != bm_url):
+            connection.close()
+            return None
+        return connection
 
 
 @dataclass
@@ -285,8 +338,20 @@ def authorize(artefact: str, host_claims: dict[str, Any], host_licence: str,
 
     # 3. Forward to BM of the licence's host; its acceptance completes the mutual authentication.
     began = time.perf_counter()
-    accepted = _post(bm_url, "/v1/runtimes/licence", {"licence": licence, "timings": timings},
-                     role=Role.HOST, name=runtime.host_id, what="BM")
+    body = {"licence": licence, "timings": timings}
+    accepted: dict[str, Any] | None = None
+    connection = early.bm_connection_for(bm_url) if early is not None else None
+    if connection is not None:
+        try:
+            accepted = _exchange(connection, bm_url, "/v1/runtimes/licence", body, role=Role.HOST,
+                                 name=runtime.host_id, what="BM")
+        except (OSError, http.client.HTTPException):
+            accepted = None  # e.g. BM closed the idle connection: a fresh one below
+        finally:
+            connection.close()
+    if accepted is None:
+        accepted = _post(bm_url, "/v1/runtimes/licence", body, role=Role.HOST, name=runtime.host_id, what="BM",
+                         context=early.context if early is not None else None)
     if accepted.get("status") != "licensed" or accepted.get("artefact_licence_id") != claims["jti"]:
         raise ProtocolError("BM-refused", f"BM did not confirm the licence: {accepted}", final=False)
     timings["bl_bm"] = time.perf_counter() - began

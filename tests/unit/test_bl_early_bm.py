@@ -1,0 +1,176 @@
+"""BL's early mTLS connection to BM: handshake during start-up, nothing sent before the server is verified.
+
+Real TLS on loopback: a CA, a runtime certificate for BL, and an HTTPS server with a ``host``
+certificate standing in for BM. The early thread opens the connection while BL would still be
+importing; ``_exchange`` then checks role and host ID on that very connection before the first byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bonseyes_py.bl import layout, protocol
+from bonseyes_py.pki.ca import CertificateAuthority
+from bonseyes_py.pki.certs import certificate_pem
+from bonseyes_py.pki.keys import generate_private_key, write_private_key
+from bonseyes_py.pki.roles import Role
+
+ARTEFACT = "relay"
+
+
+class FakeBM(ThreadingHTTPServer):
+    """HTTPS with client certificates required; records handshakes and requests."""
+
+    daemon_threads = True
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.handshakes = 0
+        self.requests: list[tuple[str, Any]] = []
+
+    def get_request(self) -> Any:
+        request = super().get_request()
+        self.handshakes += 1
+        return request
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeBM
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append((self.path, json.loads(body)))
+        answer = json.dumps({"status": "licensed"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def _write_leaf(ca: CertificateAuthority, directory: Path, role: Role, name: str) -> tuple[Path, Path]:
+    key = generate_private_key()
+    certificate = ca.issue(key.public_key(), ca.identity(role, name), ip_addresses=("127.0.0.1",))
+    chain = directory / f"{role.value}-{name}.pem"
+    chain.write_bytes(certificate_pem(certificate) + certificate_pem(ca.intermediate))
+    return chain, write_private_key(directory / f"{role.value}-{name}.key", key)
+
+
+def _start_bm(ca: CertificateAuthority, directory: Path, host_id: str) -> FakeBM:
+    chain, key = _write_leaf(ca, directory, Role.HOST, host_id)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain, key)
+    context.load_verify_locations(cadata=certificate_pem(ca.root).decode())
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = FakeBM(context)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CertificateAuthority, Path]]:
+    """What BM mounts at /run/bonseyes and the MP bakes into the image, in ``tmp_path``."""
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    monkeypatch.setattr(layout, "SM_ROOT", str(ca.paths.root_cert))
+    monkeypatch.setattr(layout, "SM_INTERMEDIATE", str(ca.paths.intermediate_cert))
+    chain, key = _write_leaf(ca, tmp_path, Role.RUNTIME, "runtime-1")
+    monkeypatch.setattr(protocol, "RUNTIME_CHAIN", str(chain))
+    monkeypatch.setattr(protocol, "RUNTIME_KEY", str(key))
+    # Only decoded (never trusted) by the early thread: the precheck that BM's URL is at the host IP.
+    claims = base64.urlsafe_b64encode(json.dumps({"runtime": {"host_ip": "127.0.0.1"}}).encode()).decode()
+    licence = tmp_path / "host-licence.jwt"
+    licence.write_text(f"e30.{claims.rstrip('=')}.c2ln\n")
+    monkeypatch.setattr(layout, "HOST_LICENCE", str(licence))
+    protocol.ca_pem.cache_clear()
+    protocol.trust.cache_clear()
+    yield ca, tmp_path
+    protocol.ca_pem.cache_clear()
+    protocol.trust.cache_clear()
+
+
+def _endpoints(directory: Path, monkeypatch: pytest.MonkeyPatch, bm_url: str) -> None:
+    with socket.socket() as closed:  # an SM that refuses: the early SM call fails at once
+        closed.bind(("127.0.0.1", 0))
+        sm_port = closed.getsockname()[1]
+    path = directory / "endpoints.json"
+    path.write_text(json.dumps({"bm_url": bm_url, "sm_url": f"https://127.0.0.1:{sm_port}"}))
+    monkeypatch.setattr(protocol, "ENDPOINTS", str(path))
+
+
+def test_early_connection_is_opened_before_and_used_only_after_the_peer_check(
+        runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    ca, directory = runtime
+    bm = _start_bm(ca, directory, "host-a")
+    try:
+        bm_url = f"https://127.0.0.1:{bm.server_address[1]}"
+        _endpoints(directory, monkeypatch, bm_url)
+        early = protocol.EarlySMRequest(ARTEFACT)
+        connection = early.bm_connection_for(bm_url)
+        assert early.answer_for("any") is None  # the SM refused the connection: authorize() calls again
+        assert connection is not None, early.bm_error
+        assert (bm.handshakes, bm.requests) == (1, [])  # handshake done early, nothing sent
+        assert early.bm_connection_for(bm_url) is None  # handed out once
+        answer = protocol._exchange(connection, bm_url, "/v1/runtimes/licence", {"licence": "L"},
+                                    role=Role.HOST, name="host-a", what="BM")
+        connection.close()
+        assert answer == {"status": "licensed"}
+        assert bm.requests == [("/v1/runtimes/licence", {"licence": "L"})]
+        assert bm.handshakes == 1  # the request went over the early connection
+    finally:
+        bm.shutdown()
+        bm.server_close()
+
+
+def test_early_connection_to_another_host_or_role_sends_nothing(
+        runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    ca, directory = runtime
+    bm = _start_bm(ca, directory, "host-b")
+    try:
+        bm_url = f"https://127.0.0.1:{bm.server_address[1]}"
+        _endpoints(directory, monkeypatch, bm_url)
+        early = protocol.EarlySMRequest(ARTEFACT)
+        connection = early.bm_connection_for(bm_url)
+        assert connection is not None, early.bm_error
+        with pytest.raises(protocol.ProtocolError) as refused:  # the licence names host-a
+            protocol._exchange(connection, bm_url, "/v1/runtimes/licence", {"licence": "L"}, role=Role.HOST,
+                               name="host-a", what="BM")
+        assert refused.value.check == "peer"
+        with pytest.raises(protocol.ProtocolError) as refused:  # a host certificate is no SM's
+            protocol._exchange(connection, bm_url, "/v1/licences/artefact", {"licence": "L"},
+                               role=Role.SECURITY_MANAGER, name=None, what="SM")
+        assert refused.value.check == "peer"
+        connection.close()
+        assert bm.requests == []
+    finally:
+        bm.shutdown()
+        bm.server_close()
+
+
+def test_early_connection_is_not_handed_out_for_another_url(
+        runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    ca, directory = runtime
+    bm = _start_bm(ca, directory, "host-a")
+    try:
+        bm_url = f"https://127.0.0.1:{bm.server_address[1]}"
+        _endpoints(directory, monkeypatch, bm_url)
+        early = protocol.EarlySMRequest(ARTEFACT)
+        assert early.bm_connection_for(f"https://127.0.0.1:{bm.server_address[1] + 1}") is None
+        assert early.bm_connection_for(bm_url) is None  # dropped, not kept for a later caller
+        assert bm.requests == []
+    finally:
+        bm.shutdown()
+        bm.server_close()
