@@ -37,11 +37,13 @@ class FakeBM(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.socket = context.wrap_socket(self.socket, server_side=True)
         self.handshakes = 0
+        self.handshaken = threading.Event()  # the server thread may count after the client finished
         self.requests: list[tuple[str, Any]] = []
 
     def get_request(self) -> Any:
         request = super().get_request()
         self.handshakes += 1
+        self.handshaken.set()
         return request
 
 
@@ -122,6 +124,7 @@ def test_early_connection_is_opened_before_and_used_only_after_the_peer_check(
         connection = early.bm_connection_for(bm_url)
         assert early.answer_for("any") is None  # the SM refused the connection: authorize() calls again
         assert connection is not None, early.bm_error
+        assert bm.handshaken.wait(10)
         assert (bm.handshakes, bm.requests) == (1, [])  # handshake done early, nothing sent
         assert early.bm_connection_for(bm_url) is None  # handed out once
         answer = protocol._exchange(connection, bm_url, "/v1/runtimes/licence", {"licence": "L"},
