@@ -383,9 +383,13 @@ def start() -> None:
     run([*manage, "db_sync"])
     run([*manage, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root"])
     run([*manage, "credential_setup", "--keystone-user", "root", "--keystone-group", "root"])
-    run([*manage, "bootstrap", "--bootstrap-password", password, "--bootstrap-admin-url",
+    # The password goes by environment (keystone-manage reads OS_BOOTSTRAP_PASSWORD), not argv: argv is
+    # world-readable in /proc, is printed by run() on failure, and a token starting with "-" (1 in 64
+    # token_urlsafe values) was taken by argparse for an option ("expected one argument").
+    run([*manage, "bootstrap", "--bootstrap-admin-url",
          url(PORTS.keystone, "/v3"), "--bootstrap-public-url", url(PORTS.keystone, "/v3"),
-         "--bootstrap-internal-url", url(PORTS.keystone, "/v3"), "--bootstrap-region-id", REGION])
+         "--bootstrap-internal-url", url(PORTS.keystone, "/v3"), "--bootstrap-region-id", REGION],
+        env={**os.environ, "OS_BOOTSTRAP_PASSWORD": password})
     wsgi("keystone", "keystone.wsgi.api", PORTS.keystone, {"OS_KEYSTONE_CONFIG_DIR": str(ETC / "keystone")})
 
     run([str(BIN / "placement-manage"), "--config-file", str(ETC / "placement" / "placement.conf"), "db", "sync"])
