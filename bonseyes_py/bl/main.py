@@ -156,6 +156,39 @@ def payload_identity(original: Original) -> tuple[int, int, list[int], str | Non
     return uid, gid, groups, home
 
 
+# Capabilities a payload that runs as root could use to read what BM mounted or what BL holds:
+# CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH would open BM's 0000 runtime directory (see bm/records.py),
+# CAP_SYS_PTRACE would open BL's memory and descriptors. (linux/capability.h numbers.)
+_PAYLOAD_DROPPED_CAPABILITIES = {"CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19}
+_PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+
+
+def confine_payload() -> None:
+    """Before the payload exists: keep a payload that runs as root away from the runtime key.
+
+    BM mounts the runtime material in a directory of mode 0000: root reads it only through
+    CAP_DAC_OVERRIDE. BL keeps that capability in its own effective set (it re-reads renewed
+    material), but drops it, with CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, from its bounding set, which
+    every process it starts inherits: a root payload ``exec``s without them. BL also makes itself
+    non-dumpable, so its memory, descriptors and environment under ``/proc/1`` need CAP_SYS_PTRACE
+    (which Docker does not grant). Called from the main thread before the relay's threads and the
+    payload are started: the bounding set is per thread and inherited at creation.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise LayerError("confine", f"cannot make BL non-dumpable: {os.strerror(ctypes.get_errno())}", EXIT_CONFIG)
+    if os.getuid() != 0:
+        return  # Without root, neither BL's children nor BL itself hold these capabilities.
+    for name, number in _PAYLOAD_DROPPED_CAPABILITIES.items():
+        if libc.prctl(_PR_CAPBSET_DROP, number, 0, 0, 0) != 0:
+            raise LayerError("confine", f"cannot drop {name} from the payload's capabilities: "
+                             f"{os.strerror(ctypes.get_errno())} (BL needs CAP_SETPCAP, in Docker's default set)",
+                             EXIT_CONFIG)
+
+
 def start_payload(original: Original, arguments: list[str], overrides: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start the artefact's own command as a child, as its own user; BL stays PID 1."""
     import subprocess
@@ -304,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         # The start-up hook disabled the collector for the imports; what they loaded stays for good.
         gc.freeze()
         gc.enable()
+        confine_payload()  # before the relay's threads and the payload exist
         from bonseyes_py.bl import relay
 
         try:

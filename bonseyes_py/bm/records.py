@@ -29,6 +29,13 @@ ENDPOINTS = "endpoints.json"
 
 STARTING, RUNNING, FAILED, STOPPED = "starting", "running", "failed", "stopped"
 
+# The runtime directory is mounted at /run/bonseyes in the container. Mode 0000 (when BM runs as root,
+# which writes into it through CAP_DAC_OVERRIDE): inside the container only a process holding
+# CAP_DAC_OVERRIDE opens it, which BL does and its payload does not, even one that runs as root
+# (BL drops the capability from the payload's bounding set, see bl/main.py confine_payload). A BM that
+# is not root needs owner access (0700), and then a payload that runs as root could read the key.
+_MATERIAL_MODE = 0o000 if os.geteuid() == 0 else 0o700
+
 
 @dataclass
 class RuntimeRecord:
@@ -89,7 +96,7 @@ class RecordStore:
         """Create (or refresh, on renewal) the runtime directory; files are replaced atomically."""
         directory = self.directory(nonce)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        os.chmod(directory, _MATERIAL_MODE)
         write_secret_file(directory / RUNTIME_KEY, runtime_key_pem.encode())
         write_secret_file(directory / HOST_LICENCE, host_licence.encode())
         write_public_file(directory / RUNTIME_CHAIN, runtime_chain_pem.encode())

@@ -4,7 +4,8 @@ It speaks plain HTTP only: BL terminates the stages' mutual TLS with the runtime
 hands the payload loopback endpoints. A stage serves on ``BONSEYES_LISTEN`` (127.0.0.1:PORT from
 BL); a stage with ``BONSEYES_NEXT`` (http://127.0.0.1:PORT, BL's local port for the next stage)
 sends its message there. It also reports whether it can read the runtime key BM handed to BL
-(it must not) and whether any TLS material reached its environment. Results go to stdout.
+(it must not, even as root), whether it can read BL's memory, and whether any TLS material
+reached its environment. Results go to stdout.
 """
 
 import http.server
@@ -65,6 +66,14 @@ def report_secrets():
             log("KEY READABLE")
     except OSError as exc:
         log("KEY UNREADABLE", type(exc).__name__)
+    # BL (PID 1) holds the key in memory: its memory and environment must be closed to the payload too.
+    try:
+        with open("/proc/1/environ", "rb") as handle:
+            handle.read(1)
+        log("BL MEMORY READABLE")
+    except OSError as exc:
+        log("BL MEMORY UNREADABLE", type(exc).__name__)
+    log("PAYLOAD UID", os.getuid())
     leaked = sorted(name for name in os.environ if "TLS" in name or "KEY" in name)
     log("TLS ENV", leaked)
 

@@ -100,6 +100,7 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
     # The payload (user nobody) cannot read the runtime key, and no TLS material is in its environment.
     for container in containers.values():
         assert "KEY UNREADABLE PermissionError" in logs_of(container)
+        assert "BL MEMORY UNREADABLE PermissionError" in logs_of(container)
         assert "TLS ENV []" in logs_of(container)
 
     # Only a licensed runtime of this pipeline gets through stage 2's published port.
@@ -144,6 +145,39 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
 def _blob_path(lab: Lab, digest: str) -> Path:
     hex_digest = digest.removeprefix("sha256:")
     return lab.registry.storage / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+
+
+def test_payload_running_as_root_cannot_read_the_runtime_key_or_bl_memory(lab: Lab, tmp_path: Path) -> None:
+    """An artefact whose payload runs as root: the runtime key stays BL's.
+
+    BM mounts the runtime material in a 0000 directory; BL keeps CAP_DAC_OVERRIDE for itself but
+    drops it (and CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE) from what the payload inherits, and is
+    non-dumpable, so /proc/1 is closed to the payload. BL itself still reads the material (the stage
+    ran, so steps 5 and 6 read the licence and key; renewals are covered by the revocation test).
+    """
+    context = tmp_path / "root-relay"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {lab.relay_image()}\nUSER root\n")
+    tag = "bonseyes-e2e/relay-root:" + lab.relay_image().rpartition(":")[2]
+    lab.docker.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none", pull=False)
+    lab.register_artefact("relay-root", "alice", image=tag)
+    alice = lab.user("alice")
+    pipeline, started = run_pipeline(alice, PREMISE, [{"artefact_id": "relay-root", "host_id": lab.host_a.host_id}])
+    assert started["stages"][0]["status"] == "running", dump(started)
+    try:
+        container = lab.pipeline_containers(pipeline["pipeline_id"])[0]
+        wait_for(lambda: "PAYLOAD RUNNING" in logs_of(container), 60, "the root payload to start")
+        logs = logs_of(container)
+        assert "PAYLOAD UID 0" in logs
+        assert "KEY UNREADABLE PermissionError" in logs, logs
+        assert "BL MEMORY UNREADABLE PermissionError" in logs, logs
+        # BM's side of the mount: the runtime directory is closed to everyone without CAP_DAC_OVERRIDE.
+        runtime = started["stages"][0]["runtime_name"]
+        keys = list(lab.host_a.directory.rglob("runtime.key"))
+        assert keys, f"no runtime material under {lab.host_a.directory} for {runtime}"
+        assert all(key.parent.stat().st_mode & 0o777 == 0 for key in keys)
+    finally:
+        alice.post(f"/v1/pipelines/{pipeline['pipeline_id']}/stop")
 
 
 def test_tampered_layer_aborts_the_pipeline_and_every_bm_removes_its_images(lab: Lab) -> None:
