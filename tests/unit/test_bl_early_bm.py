@@ -8,6 +8,7 @@ importing; ``_exchange`` then checks role and host ID on that very connection be
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -113,13 +114,24 @@ def _endpoints(directory: Path, monkeypatch: pytest.MonkeyPatch, bm_url: str) ->
     monkeypatch.setattr(protocol, "ENDPOINTS", str(path))
 
 
-def test_early_connection_is_opened_before_and_used_only_after_the_peer_check(
-        runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def _serving_bm(runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch,
+                host: str) -> Iterator[tuple[Any, str]]:
+    """A BM for ``host`` on loopback, named in the runtime's endpoints; shut down afterwards."""
     ca, directory = runtime
-    bm = _start_bm(ca, directory, "host-a")
+    bm = _start_bm(ca, directory, host)
     try:
         bm_url = f"https://127.0.0.1:{bm.server_address[1]}"
         _endpoints(directory, monkeypatch, bm_url)
+        yield bm, bm_url
+    finally:
+        bm.shutdown()
+        bm.server_close()
+
+
+def test_early_connection_is_opened_before_and_used_only_after_the_peer_check(
+        runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    with _serving_bm(runtime, monkeypatch, "host-a") as (bm, bm_url):
         early = protocol.EarlySMRequest(ARTEFACT)
         connection = early.bm_connection_for(bm_url)
         assert early.answer_for("any") is None  # the SM refused the connection: authorize() calls again
@@ -133,18 +145,11 @@ def test_early_connection_is_opened_before_and_used_only_after_the_peer_check(
         assert answer == {"status": "licensed"}
         assert bm.requests == [("/v1/runtimes/licence", {"licence": "L"})]
         assert bm.handshakes == 1  # the request went over the early connection
-    finally:
-        bm.shutdown()
-        bm.server_close()
 
 
 def test_early_connection_to_another_host_or_role_sends_nothing(
         runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    ca, directory = runtime
-    bm = _start_bm(ca, directory, "host-b")
-    try:
-        bm_url = f"https://127.0.0.1:{bm.server_address[1]}"
-        _endpoints(directory, monkeypatch, bm_url)
+    with _serving_bm(runtime, monkeypatch, "host-b") as (bm, bm_url):
         early = protocol.EarlySMRequest(ARTEFACT)
         connection = early.bm_connection_for(bm_url)
         assert connection is not None, early.bm_error
@@ -158,22 +163,12 @@ def test_early_connection_to_another_host_or_role_sends_nothing(
         assert refused.value.check == "peer"
         connection.close()
         assert bm.requests == []
-    finally:
-        bm.shutdown()
-        bm.server_close()
 
 
 def test_early_connection_is_not_handed_out_for_another_url(
         runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    ca, directory = runtime
-    bm = _start_bm(ca, directory, "host-a")
-    try:
-        bm_url = f"https://127.0.0.1:{bm.server_address[1]}"
-        _endpoints(directory, monkeypatch, bm_url)
+    with _serving_bm(runtime, monkeypatch, "host-a") as (bm, bm_url):
         early = protocol.EarlySMRequest(ARTEFACT)
         assert early.bm_connection_for(f"https://127.0.0.1:{bm.server_address[1] + 1}") is None
         assert early.bm_connection_for(bm_url) is None  # dropped, not kept for a later caller
         assert bm.requests == []
-    finally:
-        bm.shutdown()
-        bm.server_close()
