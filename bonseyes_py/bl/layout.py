@@ -12,6 +12,8 @@ SM_INTERMEDIATE = f"{BL_HOME}/certs/sm-intermediate.pem"
 # BM bind-mounts the host licence here when it starts the container (read-only).
 LICENCE_DIR = "/run/bonseyes"
 HOST_LICENCE = f"{LICENCE_DIR}/host-licence.jwt"
+# BM bind-mounts its relay's sockets here (read-write): the container's only way in and out (bm/netrelay.py).
+NET_DIR = "/run/bonseyes-net"
 
 LABEL_PREFIX = "io.bonseyes"
 LABEL_ARTEFACT = f"{LABEL_PREFIX}.artefact.name"

@@ -23,6 +23,7 @@ import base64
 import functools
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -75,6 +76,46 @@ def client_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+@functools.cache
+def relay_sockets() -> dict[str, str]:
+    """BM's relay map (``host:port`` or ``listen`` -> socket path); empty when the container has a network."""
+    try:
+        relay = json.loads(Path(ENDPOINTS).read_text()).get("relay") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(key): f"{layout.NET_DIR}/{Path(str(name)).name}" for key, name in relay.items()}
+
+
+def relay_socket(host: str, port: int) -> str | None:
+    return relay_sockets().get(f"{host}:{port}")
+
+
+class RelayedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS over BM's relay socket: TLS (and the peer checks) end to end with the server, BM moves bytes."""
+
+    def __init__(self, host: str, port: int, *, path: str, context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self.relay_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.relay_path)
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        except BaseException:
+            sock.close()
+            raise
+
+
+def https_connection(host: str, port: int, context: ssl.SSLContext, timeout: float = 30) -> http.client.HTTPSConnection:
+    """A connection to ``host:port``: through BM's relay when BM runs the container without a network."""
+    path = relay_socket(host, port)
+    if path is not None:
+        return RelayedHTTPSConnection(host, port, path=path, context=context, timeout=timeout)
+    return http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
 
 
 def read_host_licence() -> str:
@@ -145,7 +186,7 @@ def _post(url: str, path: str, body: dict[str, Any], *, role: Any, name: str | N
     last_error = ""
     context = context or client_context()
     for attempt in range(ATTEMPTS):
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=context, timeout=30)
+        connection = https_connection(parts.hostname, parts.port or 443, context)
         try:
             connection.connect()
             return _exchange(connection, url, path, body, role=role, name=name, what=what)
@@ -205,8 +246,7 @@ class EarlySMRequest:
             parts = urlsplit(self.bm_url)
             if parts.scheme != "https" or not parts.hostname:
                 return
-            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=self.context,
-                                                     timeout=30)
+            connection = https_connection(parts.hostname, parts.port or 443, self.context)
             connection.connect()
             self.bm = connection
         except Exception as exc:  # any failure: authorize() connects itself and reports it
@@ -231,8 +271,7 @@ class EarlySMRequest:
             if parts.scheme != "https" or not parts.hostname:
                 self.error = "SM URL is not https"
                 return
-            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=self.context,
-                                                     timeout=30)
+            connection = https_connection(parts.hostname, parts.port or 443, self.context)
             try:
                 connection.connect()
                 self.der = connection.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]

@@ -25,6 +25,7 @@ Standard library only (asyncio + ssl), one event-loop thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -61,14 +62,28 @@ class Listener:
 
     @property
     def local(self) -> str:
-        host, port = self.sock.getsockname()[:2]
-        return f"{host}:{port}"
+        address = self.sock.getsockname()
+        if isinstance(address, str):  # BM's relay socket
+            return address
+        return f"{address[0]}:{address[1]}"
 
 
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_unix(path: str) -> socket.socket:
+    """BL's end of BM's inbound relay (the container has no network): BM hands it the stage's connections."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by an earlier BL of this runtime
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -90,7 +105,9 @@ def plan(env: dict[str, str]) -> tuple[list[Listener], dict[str, str]]:
         if not host or not port.isdigit():
             raise protocol.ProtocolError("endpoint", f"BONSEYES_LISTEN {public!r} is not IP:PORT")
         local_port = _free_loopback_port()
-        listeners.append(Listener("inbound", _bind(host, int(port)), "127.0.0.1", local_port))
+        relayed = protocol.relay_sockets().get("listen")
+        sock = _bind_unix(relayed) if relayed else _bind(host, int(port))
+        listeners.append(Listener("inbound", sock, "127.0.0.1", local_port))
         overrides["BONSEYES_LISTEN"] = f"127.0.0.1:{local_port}"
         overrides["BONSEYES_PUBLIC_LISTEN"] = public
     downstream = [item.strip() for item in env.get("BONSEYES_NEXT", "").split(",") if item.strip()]
@@ -184,8 +201,8 @@ class Credentials:
         self.runtime_name = identity_of(chain[0]).name
         return True
 
-    def check_peer(self, der: bytes | None, frame: dict[str, Any], expected_ip: str | None) -> str:
-        """The peer is a licensed runtime of this pipeline and user; returns its runtime name."""
+    def check_peer(self, der: bytes | None, frame: dict[str, Any], expected_ip: str | None) -> tuple[str, str]:
+        """The peer is a licensed runtime of this pipeline and user; returns its runtime name and host IP."""
         from bonseyes_py.errors import BonseyesError
         from bonseyes_py.identity.ids import RuntimeID
         from bonseyes_py.licences import Expectations, LicenceKind, verify_licence
@@ -208,7 +225,7 @@ class Credentials:
             raise RelayRefused(f"{identity.uri} presented the licence of {runtime.name}")
         if expected_ip is not None and runtime.host_ip != expected_ip:
             raise RelayRefused(f"{identity.uri} runs on {runtime.host_ip}, not on {expected_ip}")
-        return identity.name
+        return identity.name, runtime.host_ip
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -302,24 +319,26 @@ class Relay:
     async def _inbound(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A stage's published port: TLS with the runtime certificate, a runtime peer of this pipeline only."""
         peer = writer.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "BM's relay"
         snapshot = self.credentials.current
         try:
             async with asyncio.timeout(HANDSHAKE_SECONDS):
                 await writer.start_tls(snapshot.server)
                 der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
                 frame = await _read_frame(reader)
-                name = self.credentials.check_peer(der, frame, expected_ip=None)
+                name, peer_host = self.credentials.check_peer(der, frame, expected_ip=None)
                 writer.write(snapshot.frame())
                 await writer.drain()
                 local = await _connect_local(listener.target_host, listener.target_port)
         except (RelayRefused, ssl.SSLError, OSError, ValueError, TimeoutError, asyncio.IncompleteReadError,
                 protocol.ProtocolError) as exc:
             self.refused += 1
-            log(f"refused {peer[0]}:{peer[1]} on {listener.local}: {type(exc).__name__}: {exc}")
+            log(f"refused {peer} on {listener.local}: {type(exc).__name__}: {exc}")
             writer.close()
             return
         self.accepted += 1
-        log(f"accepted runtime {name} from {peer[0]} on {listener.local}")
+        # Through BM's relay the socket names no source: the host is the one the peer's licence names.
+        log(f"accepted runtime {name} from {peer_host} over {peer} on {listener.local}")
         await _splice((reader, writer), local)
 
     async def _outbound(self, listener: Listener, reader: asyncio.StreamReader,
@@ -329,15 +348,19 @@ class Relay:
         snapshot = self.credentials.current
         try:
             async with asyncio.timeout(HANDSHAKE_SECONDS):
-                # From the runtime's own host IP (the one its licence names), as BM does with the SM.
-                remote_reader, remote_writer = await asyncio.open_connection(
-                    listener.target_host, listener.target_port, ssl=snapshot.client,
-                    server_hostname=listener.target_host, local_addr=(self.credentials.host_ip, 0))
+                relayed = protocol.relay_socket(listener.target_host, listener.target_port)
+                if relayed:  # BM dials the next stage from this host's IP and relays the TLS bytes
+                    remote_reader, remote_writer = await asyncio.open_unix_connection(
+                        relayed, ssl=snapshot.client, server_hostname=listener.target_host)
+                else:  # from the runtime's own host IP (the one its licence names), as BM does with the SM
+                    remote_reader, remote_writer = await asyncio.open_connection(
+                        listener.target_host, listener.target_port, ssl=snapshot.client,
+                        server_hostname=listener.target_host, local_addr=(self.credentials.host_ip, 0))
                 der = remote_writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
                 remote_writer.write(snapshot.frame())
                 await remote_writer.drain()
                 frame = await _read_frame(remote_reader)
-                name = self.credentials.check_peer(der, frame, expected_ip=listener.target_host)
+                name, _ = self.credentials.check_peer(der, frame, expected_ip=listener.target_host)
         except (RelayRefused, ssl.SSLError, OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
             log(f"connection to {target} refused: {type(exc).__name__}: {exc}")
             writer.close()

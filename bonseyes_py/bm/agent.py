@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -27,6 +28,7 @@ from bonseyes_py.bm import records as rec
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.bm.devices import device_requests_for
 from bonseyes_py.bm.images import FetchResult, ImageStore, RegistryIdentity
+from bonseyes_py.bm.netrelay import INBOUND, OUTBOUND, NetRelay, Route
 from bonseyes_py.bm.records import RecordStore, RuntimeRecord
 from bonseyes_py.bm.sm_client import SMClient, SMRefused, is_final_refusal
 from bonseyes_py.errors import BonseyesError, InputError, LicenceError
@@ -77,6 +79,7 @@ class BonseyesModule:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.removed_digests: list[str] = []
+        self.relay = NetRelay(config.bind_ip)
         self.fetch_timings: dict[str, dict[str, float]] = {}  # the last fetch of each digest (benchmarks)
         self.last_heartbeat: dict[str, Any] = {}
 
@@ -103,6 +106,7 @@ class BonseyesModule:
         return answer
 
     def start_background(self) -> None:
+        self._restore_relays()
         for name, target in (("heartbeat", self._heartbeat_loop), ("renewal", self._renewal_loop)):
             thread = threading.Thread(target=target, name=f"bm-{name}", daemon=True)
             thread.start()
@@ -110,6 +114,42 @@ class BonseyesModule:
 
     def close(self) -> None:
         self._stop.set()
+        self.relay.close_all()
+
+    def _restore_relays(self) -> None:
+        """After a BM restart: the licensed containers' only network is this process's relay."""
+        with self._lock:
+            running = [r for r in self._records.values() if r.status == rec.RUNNING and r.routes]
+        for record in running:
+            try:
+                self.relay.open(record.nonce, self.store.net_directory(record.nonce),
+                                [Route.from_dict(route) for route in record.routes])
+            except (OSError, ValueError, KeyError) as exc:
+                self._stop_record(record, f"cannot restore its network relay after a BM restart: {exc}")
+
+    def _routes(self, stage_env: dict[str, str]) -> list[Route]:
+        """The relay routes of one runtime: SM, this BM, the stage's published port, the next stages."""
+        sm = urlsplit(self.config.sm_url)
+        routes = [Route(OUTBOUND, "sm.sock", sm.hostname or "", sm.port or 443),
+                  Route(OUTBOUND, "bm.sock", self.config.bind_ip, self.config.port)]
+        listen = stage_env.get("BONSEYES_LISTEN", "")
+        if listen:
+            host, _, port = listen.rpartition(":")
+            if host != self.config.bind_ip or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InputError(f"BONSEYES_LISTEN {listen!r} is not {self.config.bind_ip}:PORT", check="env")
+            routes.append(Route(INBOUND, "in.sock", host, int(port)))
+        for index, url in enumerate(u.strip() for u in stage_env.get("BONSEYES_NEXT", "").split(",") if u.strip()):
+            parts = urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname or not parts.port:
+                raise InputError(f"BONSEYES_NEXT entry {url!r} is not https://IP:PORT", check="env")
+            routes.append(Route(OUTBOUND, f"next-{index}.sock", parts.hostname, parts.port))
+        return routes
+
+    def _endpoints(self, runtime_name: str, routes: list[Route]) -> dict[str, Any]:
+        """What BL reads in endpoints.json; ``relay`` maps each address BL calls (and ``listen``) to its socket."""
+        relay = {"listen" if r.kind == INBOUND else f"{r.host}:{r.port}": r.name for r in routes}
+        return {"sm_url": self.config.sm_url, "bm_url": self.config.url, "host_id": self.host_id,
+                "host_ip": self.config.bind_ip, "runtime_name": runtime_name, "relay": relay}
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.config.heartbeat_seconds):
@@ -153,6 +193,7 @@ class BonseyesModule:
         if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < 1024:
             raise InputError("position must be an integer between 0 and 1023", check="position")
         stage_env = _check_env(env or {})
+        routes = self._routes(stage_env)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         if not self.images.is_present(digest):
@@ -187,16 +228,24 @@ class BonseyesModule:
             directory = self.store.write_material(
                 nonce, host_licence=answer["licence"], runtime_key_pem=str(answer["runtime_key"]),
                 runtime_chain_pem=str(answer["runtime_chain"]), ca_bundle_pem=self.ca_bundle_pem,
-                endpoints={"sm_url": self.config.sm_url, "bm_url": self.config.url, "host_id": self.host_id,
-                           "host_ip": self.config.bind_ip, "runtime_name": runtime.name})
+                endpoints=self._endpoints(runtime.name, routes))
+            net_directory = self.store.net_directory(nonce)
+            try:
+                self.relay.open(nonce, net_directory, routes)
+            except OSError as exc:
+                raise RuntimeStartError(f"cannot open the network relay of {runtime.name}: {exc}",
+                                        check="relay") from exc
+            record.routes = [route.view() for route in routes]
             timings["material"] = time.perf_counter() - started
 
-            # Step 5: start the container; BL (its entrypoint) takes it from here.
+            # Step 5: start the container; BL (its entrypoint) takes it from here. No network of its
+            # own: BL reaches SM, BM and the next stage only through the relay's sockets.
             started = time.perf_counter()
             container = self.docker.containers.run(
-                reference, detach=True, name=record.container_name, network_mode="host", privileged=False,
+                reference, detach=True, name=record.container_name, network_mode="none", privileged=False,
                 security_opt=["no-new-privileges"],
-                volumes={str(directory): {"bind": layout.LICENCE_DIR, "mode": "ro"}},
+                volumes={str(directory): {"bind": layout.LICENCE_DIR, "mode": "ro"},
+                         str(net_directory): {"bind": layout.NET_DIR, "mode": "rw"}},
                 environment={**stage_env, "BONSEYES_HOST_IP": self.config.bind_ip},
                 labels={LABEL_HOST: self.host_id, LABEL_NONCE: nonce, LABEL_RUNTIME: runtime.name,
                         LABEL_PIPELINE: pipeline_id},
@@ -245,6 +294,7 @@ class BonseyesModule:
         record.status = rec.FAILED
         record.detail = detail[:500]
         self._remove_container(record)
+        self.relay.close(record.nonce)
         self.store.delete_material(record.nonce)
         self.store.save(record)
 
@@ -324,9 +374,8 @@ class BonseyesModule:
         self.store.write_material(record.nonce, host_licence=answer["licence"],
                                   runtime_key_pem=str(answer["runtime_key"]),
                                   runtime_chain_pem=str(answer["runtime_chain"]), ca_bundle_pem=self.ca_bundle_pem,
-                                  endpoints={"sm_url": self.config.sm_url, "bm_url": self.config.url,
-                                             "host_id": self.host_id, "host_ip": self.config.bind_ip,
-                                             "runtime_name": record.runtime_name})
+                                  endpoints=self._endpoints(record.runtime_name,
+                                                            [Route.from_dict(r) for r in record.routes]))
         with self._lock:
             record.host_licence_id = claims["jti"]
             record.host_licence_expires = float(claims["exp"])
@@ -345,6 +394,7 @@ class BonseyesModule:
 
     def _stop_record(self, record: RuntimeRecord, reason: str) -> None:
         self._remove_container(record)
+        self.relay.close(record.nonce)
         self.store.delete_material(record.nonce)
         with self._lock:
             record.status = rec.STOPPED

@@ -26,6 +26,8 @@ RUNTIME_KEY = "runtime.key"
 RUNTIME_CHAIN = "runtime.pem"
 CA_BUNDLE = "ca.pem"
 ENDPOINTS = "endpoints.json"
+# Subdirectory with the relay's Unix sockets (bm/netrelay.py), bind-mounted read-write at /run/bonseyes-net.
+NET = "net"
 
 STARTING, RUNNING, FAILED, STOPPED = "starting", "running", "failed", "stopped"
 
@@ -57,6 +59,7 @@ class RuntimeRecord:
     detail: str = ""
     created_at: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
+    routes: list[dict[str, Any]] = field(default_factory=list)  # the relay's routes (netrelay.Route views)
 
     def view(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +105,13 @@ class RecordStore:
         write_public_file(directory / RUNTIME_CHAIN, runtime_chain_pem.encode())
         write_public_file(directory / CA_BUNDLE, ca_bundle_pem)
         write_public_file(directory / ENDPOINTS, json.dumps(endpoints, sort_keys=True).encode())
+        return directory
+
+    def net_directory(self, nonce: str) -> Path:
+        """The relay's socket directory of a runtime, with the material directory's mode (see ``_MATERIAL_MODE``)."""
+        directory = self.directory(nonce) / NET
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, _MATERIAL_MODE)
         return directory
 
     def delete_material(self, nonce: str) -> None:

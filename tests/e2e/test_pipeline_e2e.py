@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -117,6 +118,13 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
     other_cert, other_key, other_frame = _runtime_material(lab, lab.host_a, other_started["stages"][0]["nonce"])
     assert _knock(lab, lab.host_b.ip, port, other_cert, other_key, other_frame) == b""  # another pipeline
     assert "intruder" not in logs_of(receiver)
+    # The payload's own plain port exists only in the container's network namespace: no process of
+    # the host reaches it (with host networking it listened on the host's 127.0.0.1).
+    plain = re.search(r"relay inbound \S+ -> 127\.0\.0\.1:(\d+)", logs_of(receiver))
+    assert plain is not None, logs_of(receiver)
+    for address in ("127.0.0.1", lab.host_b.ip):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, int(plain.group(1))), timeout=5).close()
     refusals = logs_of(receiver)
     assert refusals.count("bonseyes-layer: refused") >= 5, refusals
     assert f"belongs to pipeline {other['pipeline_id']!r}" in refusals
@@ -132,8 +140,10 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
         assert "PRIVATE KEY" not in env
         assert "BONSEYES_TLS_KEY" not in env
         assert container.attrs["HostConfig"]["Privileged"] is False
-        mounts = container.attrs["Mounts"]
-        assert [(m["Destination"], m["RW"]) for m in mounts] == [("/run/bonseyes", False)]
+        mounts = sorted((m["Destination"], m["RW"]) for m in container.attrs["Mounts"])
+        assert mounts == [("/run/bonseyes", False), ("/run/bonseyes-net", True)]
+        # No network of its own: BM's relay sockets are the container's only way in and out.
+        assert container.attrs["HostConfig"]["NetworkMode"] == "none"
     status = alice.get(f"/v1/pipelines/{pipeline_id}/runtime").json()
     assert [s["status"] for s in status["stages"]] == ["running", "running"]
     stopped = alice.post(f"/v1/pipelines/{pipeline_id}/stop")
