@@ -8,7 +8,8 @@ artefact's own non-root user.
    at ``/run/bonseyes/host-licence.jwt`` against the SM root baked into the image (signature, chain,
    time window, and that it names this artefact).
 2. Step 6 (``protocol.py``): artefact licence from the SM as the runtime, accepted by BM.
-3. BL binds the stage's published port and one loopback port per downstream stage (``relay.py``),
+3. BL binds the stage's published port (BM's relay socket when the container has no network) and
+   one loopback port per downstream stage (``relay.py``),
    then starts the original entrypoint + command as a child, with the original environment, working
    directory and user. BL stays PID 1: it relays the stages' mutual TLS with the runtime key (which
    the payload never gets), forwards signals, reaps orphans, and renews the artefact licence before

@@ -14,6 +14,11 @@ The runtime key never reaches the payload. BL holds it and:
   whose server must be a runtime (role, chain) with a host licence for the same pipeline and user,
   at the IP BL dialled.
 
+BM starts the container with ``--network none``: then the published port is BM's (``bm/netrelay.py``),
+which hands each connection to BL's Unix socket ``listen`` in ``/run/bonseyes-net``, and BL reaches the
+next stage through the socket BM relays to that stage's address. BM moves TLS bytes only; the payload's
+plain port is reachable from inside its own container alone.
+
 After the TLS handshake each side sends one frame (4-byte length, JSON ``{"host_licence": ...}``)
 and checks the other's; the payload's bytes follow unchanged. Contexts are rebuilt whenever BM
 renews the host licence and runtime certificate, and swapped only when key, certificate and licence

@@ -3,7 +3,8 @@
 Records (``records/<nonce>.json``, 0600) survive a BM restart, so the restarted BM knows which
 containers it licensed and which it must remove. The runtime directory (``runtimes/<nonce>/``,
 0700 root) holds what BL needs: the host licence, the runtime key and certificate chain, the SM
-CA bundle and the endpoints to call. It is bind-mounted read-only at ``/run/bonseyes`` into that
+CA bundle and the endpoints to call, and ``net/``, the relay's sockets (``netrelay.py``; mounted
+read-write at ``/run/bonseyes-net``). It is bind-mounted read-only at ``/run/bonseyes`` into that
 one container and nowhere else; nothing of it goes into the container's environment, which
 ``docker inspect`` shows to anyone allowed to talk to the engine.
 """

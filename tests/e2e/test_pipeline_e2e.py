@@ -255,9 +255,10 @@ def test_host_licence_of_host_a_replayed_on_host_b_is_refused(lab: Lab, tmp_path
     assert answer.json()["error"] == "unknown-runtime"
     # 3. A container on B started with A's copied material (B's BM as endpoint) never runs its payload.
     replay = tmp_path / "replay"
-    shutil.copytree(material, replay)
+    shutil.copytree(material, replay, ignore=shutil.ignore_patterns("net"))  # not A's relay sockets
     endpoints = json.loads((replay / "endpoints.json").read_text())
     endpoints["bm_url"] = f"https://{lab.host_b.ip}:{lab.host_b.port}"
+    endpoints.pop("relay")  # dialled directly, over the host's network
     (replay / "endpoints.json").write_text(json.dumps(endpoints))
     container = lab.docker.containers.run(lab.relay["reference"], network_mode="host", detach=True,
                                           volumes={str(replay): {"bind": "/run/bonseyes", "mode": "ro"}},
@@ -387,6 +388,28 @@ def test_bm_restarted_during_set_up_leaves_nothing_running_unlicensed(lab: Lab) 
         nonce = container.labels["io.bonseyes.bm.nonce"]
         assert [r["status"] for r in records if r["nonce"] == nonce] == ["running"], dump(records)
     alice.post(f"/v1/pipelines/{pipeline_id}/stop")
+
+
+def test_running_stage_keeps_its_network_across_a_bm_restart(lab: Lab) -> None:
+    """A licensed container has no network but BM's relay: a restarted BM opens its routes again."""
+    alice = lab.user("alice")
+    stages = [{"artefact_id": "relay", "host_id": lab.host_a.host_id},
+              {"artefact_id": "relay", "host_id": lab.host_b.host_id}]
+    pipeline, started = run_pipeline(alice, PREMISE, stages)
+    assert [s["status"] for s in started["stages"]] == ["running", "running"], dump(started)
+    first, second = started["stages"]
+    cert, key, frame = _runtime_material(lab, lab.host_a, first["nonce"])
+    assert b"200 OK" in _knock(lab, lab.host_b.ip, second["port"], cert, key, frame, message=b"before")
+    lab.stop_bm(lab.host_b, signal.SIGKILL)
+    # BM gone: so is the stage's published port (its relay lived in BM's process).
+    assert _knock(lab, lab.host_b.ip, second["port"], cert, key, frame, message=b"while-down") == b""
+    lab.start_bm(lab.host_b)
+    answer = _knock(lab, lab.host_b.ip, second["port"], cert, key, frame, message=b"after-restart")
+    assert b"200 OK" in answer, answer
+    assert b"after-restart" in answer, answer
+    records = lab.bm_client(lab.host_b).get("/v1/runtimes", params={"pipeline_id": pipeline["pipeline_id"]})
+    assert [r["status"] for r in records.json()["runtimes"]] == ["running"], records.text
+    assert alice.post(f"/v1/pipelines/{pipeline['pipeline_id']}/stop").status_code == 200
 
 
 def test_hosts_pull_by_digest_over_mutual_tls_only(lab: Lab) -> None:

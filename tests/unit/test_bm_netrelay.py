@@ -1,0 +1,138 @@
+"""BM's byte relay (bm/netrelay.py) on real loopback TCP and Unix sockets: a `--network none` container's network."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bonseyes_py.bm.netrelay import INBOUND, OUTBOUND, NetRelay, Route
+
+SOURCE_IP = "127.0.0.9"  # not 127.0.0.1: proves the relay dials from the host's IP
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve_once(listener: socket.socket, seen: list[str]) -> None:
+    """Answer one connection with ``<peer ip> <what it got>`` (what it got ends at the first newline)."""
+    connection, peer = listener.accept()
+    with connection:
+        seen.append(peer[0] if isinstance(peer, tuple) else "unix")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        connection.sendall(f"{seen[-1]} ".encode() + data)
+
+
+def _exchange(sock: socket.socket, message: bytes) -> bytes:
+    sock.settimeout(10)
+    sock.sendall(message)
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    return answer
+
+
+@pytest.fixture
+def relay() -> Iterator[NetRelay]:
+    relay = NetRelay(SOURCE_IP)
+    yield relay
+    relay.close_all()
+
+
+@pytest.fixture
+def deep_dir(tmp_path: Path) -> Path:
+    """A directory whose socket paths exceed the 108 bytes of a Unix socket address, as a BM state dir may."""
+    directory = tmp_path / ("d" * 60) / ("e" * 60)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def test_outbound_socket_reaches_the_tcp_target_from_the_hosts_ip(relay: NetRelay, deep_dir: Path) -> None:
+    assert len(str(deep_dir / "sm.sock")) > 108
+    with socket.create_server(("127.0.0.1", 0)) as target:
+        seen: list[str] = []
+        server = threading.Thread(target=_serve_once, args=(target, seen))
+        server.start()
+        relay.open("rt", deep_dir, [Route(OUTBOUND, "sm.sock", "127.0.0.1", target.getsockname()[1])])
+        path = deep_dir / "sm.sock"
+        assert stat.S_ISSOCK(path.stat().st_mode)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        dirfd = os.open(deep_dir, os.O_RDONLY | os.O_DIRECTORY)  # the path is too long to connect to directly
+        try:
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(f"/proc/self/fd/{dirfd}/sm.sock")
+                answer = _exchange(client, b"hello through the relay\n")
+        finally:
+            os.close(dirfd)
+        server.join(10)
+    assert answer == f"{SOURCE_IP} hello through the relay\n".encode()
+    assert seen == [SOURCE_IP]
+
+
+def test_inbound_port_reaches_bl_once_it_listens(relay: NetRelay, tmp_path: Path) -> None:
+    port = _free_port()
+    relay.open("rt", tmp_path, [Route(INBOUND, "in.sock", "127.0.0.1", port)])
+    answers: list[bytes] = []
+
+    def peer() -> None:  # dials before BL listens: the relay holds the connection until BL's socket exists
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            answers.append(_exchange(client, b"from the previous stage\n"))
+
+    dialler = threading.Thread(target=peer)
+    dialler.start()
+    with socket.socket(socket.AF_UNIX) as bl:
+        bl.bind(str(tmp_path / "in.sock"))
+        bl.listen(1)
+        _serve_once(bl, [])
+    dialler.join(10)
+    assert answers == [b"unix from the previous stage\n"]
+
+
+def test_closed_routes_stop_listening(relay: NetRelay, tmp_path: Path) -> None:
+    port = _free_port()
+    with socket.create_server(("127.0.0.1", 0)) as target:
+        relay.open("rt", tmp_path, [Route(OUTBOUND, "next-0.sock", "127.0.0.1", target.getsockname()[1]),
+                                    Route(INBOUND, "in.sock", "127.0.0.1", port)])
+        assert relay.routes_open("rt") == 2
+        relay.close("rt")
+    assert relay.routes_open("rt") == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError):
+        client.connect(str(tmp_path / "next-0.sock"))
+
+
+def test_unreachable_target_closes_the_containers_connection(relay: NetRelay, tmp_path: Path) -> None:
+    relay.open("rt", tmp_path, [Route(OUTBOUND, "sm.sock", "127.0.0.1", _free_port())])  # nothing listens there
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(tmp_path / "sm.sock"))
+        assert _exchange(client, b"anyone?\n") == b""
+
+
+def test_a_busy_inbound_port_is_reported_and_nothing_stays_open(relay: NetRelay, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken, socket.create_server(("127.0.0.1", 0)) as target:
+        routes = [Route(OUTBOUND, "sm.sock", "127.0.0.1", target.getsockname()[1]),
+                  Route(INBOUND, "in.sock", "127.0.0.1", taken.getsockname()[1])]
+        with pytest.raises(OSError):
+            relay.open("rt", tmp_path, routes)
+    assert relay.routes_open("rt") == 0
+    with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError):
+        client.connect(str(tmp_path / "sm.sock"))
+
+
+def test_routes_survive_a_record_round_trip() -> None:
+    route = Route(OUTBOUND, "next-1.sock", "127.0.0.3", 40123)
+    assert Route.from_dict(route.view()) == route
