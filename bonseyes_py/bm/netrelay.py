@@ -12,25 +12,29 @@ sockets in a per-runtime directory that BM bind-mounts at ``/run/bonseyes-net``:
   to the socket BL listens on.
 
 BM moves bytes only: BL terminates and originates the mutual TLS with the runtime key, so BM never
-sees a stage's plaintext. Paths are opened through ``/proc/self/fd`` of the directory, so that a
-deep BM state directory does not run into the 108-byte limit of a socket address.
+sees a stage's plaintext. The bytes move with ``splice(2)`` through a pipe, kernel side, one thread
+per direction of a connection (``bench/bench_relay.py`` measures the price against direct TCP); one
+selector thread accepts on every route of every runtime. Paths are opened through
+``/proc/self/fd`` of the directory, so that a deep BM state directory does not run into the
+108-byte limit of a socket address.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
+import selectors
+import socket
 import threading
-from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
+SPLICE_BYTES = 1024 * 1024
 CONNECT_SECONDS = 10.0
 BL_LISTEN_WAIT_SECONDS = 15.0
 OUTBOUND, INBOUND = "outbound", "inbound"
@@ -53,74 +57,90 @@ class Route:
         return cls(kind=str(data["kind"]), name=str(data["name"]), host=str(data["host"]), port=int(data["port"]))
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
-            else:
-                writer.close()
-
-
-async def _splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                  b: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-    try:
-        await asyncio.gather(_pump(a[0], b[1]), _pump(b[0], a[1]))
-    finally:
-        for writer in (a[1], b[1]):
-            writer.close()
-
-
+@dataclass
 class _Runtime:
-    """The open servers and the directory descriptor of one runtime."""
+    """The listening sockets and the directory descriptor of one runtime."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        self.servers: list[asyncio.AbstractServer] = []
+    directory: Path
+    dirfd: int
+    listeners: list[tuple[socket.socket, Route]] = field(default_factory=list)
 
     def path(self, name: str) -> str:
         return f"/proc/self/fd/{self.dirfd}/{name}"
 
 
+def _copy(source: socket.socket, target: socket.socket, done: threading.Event) -> None:
+    """One direction, kernel side, until end of stream; the other direction learns of it by a half-close."""
+    read_end, write_end = os.pipe()
+    try:
+        while moved := os.splice(source.fileno(), write_end, SPLICE_BYTES):
+            while moved:
+                moved -= os.splice(read_end, target.fileno(), moved)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+    except OSError:  # reset or closed: end both directions
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        done.set()
+
+
+def _splice(a: socket.socket, b: socket.socket) -> None:
+    """Both directions between two connected sockets, then close them."""
+    for sock in (a, b):
+        sock.settimeout(None)
+    finished = threading.Event()
+    threading.Thread(target=_copy, args=(b, a, finished), name="bm-netrelay-copy", daemon=True).start()
+    _copy(a, b, threading.Event())
+    finished.wait()
+    a.close()
+    b.close()
+
+
 class NetRelay:
-    """One event-loop thread relays the sockets of every runtime of this BM."""
+    """Relays the sockets of every runtime of this BM: one selector thread accepts, a thread per connection."""
 
     def __init__(self, source_ip: str) -> None:
         self.source_ip = source_ip
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._runtimes: dict[str, _Runtime] = {}
         self._lock = threading.Lock()
-
-    def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="bm-netrelay", daemon=True).start()
-                self._loop = loop
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+        self._thread: threading.Thread | None = None
 
     def open(self, key: str, directory: Path, routes: list[Route]) -> None:
         """Listen on every route of one runtime (its outbound sockets exist before the container starts)."""
         self.close(key)
-        runtime = _Runtime(directory)
+        runtime = _Runtime(directory, os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
         try:
-            self._run(self._open(runtime, routes))
+            for route in routes:
+                runtime.listeners.append((self._listen(runtime, route), route))
+                log.info("relay %s %s <-> %s:%s", route.kind, route.name, route.host, route.port)
         except BaseException:
-            self._run(self._close(runtime))
+            self._close_runtime(runtime)
             raise
-        self._runtimes[key] = runtime
+        with self._lock:
+            self._runtimes[key] = runtime
+            for listener, route in runtime.listeners:
+                self._selector.register(listener, selectors.EVENT_READ, (runtime, route))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._accept_loop, name="bm-netrelay", daemon=True)
+                self._thread.start()
+        self._wake_write.send(b"\0")
 
     def close(self, key: str) -> None:
-        runtime = self._runtimes.pop(key, None)
-        if runtime is not None:
-            self._run(self._close(runtime))
+        with self._lock:
+            runtime = self._runtimes.pop(key, None)
+            if runtime is None:
+                return
+            for listener, _ in runtime.listeners:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(listener)
+        self._close_runtime(runtime)
 
     def close_all(self) -> None:
         for key in list(self._runtimes):
@@ -128,71 +148,90 @@ class NetRelay:
 
     def routes_open(self, key: str) -> int:
         runtime = self._runtimes.get(key)
-        return len(runtime.servers) if runtime is not None else 0
-
-    async def _open(self, runtime: _Runtime, routes: list[Route]) -> None:
-        for route in routes:
-            if route.kind == OUTBOUND:
-                path = runtime.path(route.name)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # a socket file left by a BM that stopped
-                server = await asyncio.start_unix_server(self._handler(self._outbound, runtime, route), path=path)
-                # 0600 root: inside the container only BL (root with CAP_DAC_OVERRIDE) passes the 0000 directory.
-                os.chmod(path, 0o600)
-            elif route.kind == INBOUND:
-                server = await asyncio.start_server(self._handler(self._inbound, runtime, route), route.host,
-                                                    route.port, reuse_address=True)
-            else:
-                raise ValueError(f"unknown route kind {route.kind!r}")
-            runtime.servers.append(server)
-            log.info("relay %s %s <-> %s:%s", route.kind, route.name, route.host, route.port)
+        return len(runtime.listeners) if runtime is not None else 0
 
     @staticmethod
-    async def _close(runtime: _Runtime) -> None:
-        for server in runtime.servers:
-            server.close()
-        for server in runtime.servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
-        runtime.servers.clear()
+    def _listen(runtime: _Runtime, route: Route) -> socket.socket:
+        if route.kind == OUTBOUND:
+            path = runtime.path(route.name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a socket file left by a BM that stopped
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(path)
+                # 0600 root: inside the container only BL (root with CAP_DAC_OVERRIDE) passes the 0000 directory.
+                os.chmod(path, 0o600)
+            except BaseException:
+                listener.close()
+                raise
+        elif route.kind == INBOUND:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind((route.host, route.port))
+            except BaseException:
+                listener.close()
+                raise
+        else:
+            raise ValueError(f"unknown route kind {route.kind!r}")
+        listener.listen(128)
+        listener.setblocking(False)
+        return listener
+
+    @staticmethod
+    def _close_runtime(runtime: _Runtime) -> None:
+        for listener, _ in runtime.listeners:
+            listener.close()
+        runtime.listeners.clear()
         with contextlib.suppress(OSError):
             os.close(runtime.dirfd)
 
-    @staticmethod
-    def _handler(method: Callable[..., Coroutine[Any, Any, None]], runtime: _Runtime,
-                 route: Route) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await method(runtime, route, reader, writer)
-        return handle
-
-    async def _outbound(self, _runtime: _Runtime, route: Route, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
-        try:
-            remote = await asyncio.wait_for(asyncio.open_connection(
-                route.host, route.port, local_addr=(self.source_ip, 0)), CONNECT_SECONDS)
-        except (OSError, TimeoutError) as exc:
-            log.warning("relay %s: cannot reach %s:%s: %s", route.name, route.host, route.port, exc)
-            writer.close()
-            return
-        await _splice((reader, writer), remote)
-
-    async def _inbound(self, runtime: _Runtime, route: Route, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> None:
-        # BL binds its socket just before its payload starts: a peer that dials early waits for it.
-        deadline = asyncio.get_running_loop().time() + BL_LISTEN_WAIT_SECONDS
+    def _accept_loop(self) -> None:
         while True:
+            for selected, _ in self._selector.select():
+                if selected.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_read.recv(512)
+                    continue
+                runtime, route = selected.data
+                try:
+                    connection, _ = selected.fileobj.accept()  # type: ignore[union-attr]
+                except (BlockingIOError, OSError):
+                    continue  # already taken, or the route closed meanwhile
+                handler = self._outbound if route.kind == OUTBOUND else self._inbound
+                threading.Thread(target=handler, args=(runtime, route, connection), name="bm-netrelay-conn",
+                                 daemon=True).start()
+
+    def _outbound(self, _runtime: _Runtime, route: Route, connection: socket.socket) -> None:
+        try:
+            remote = socket.create_connection((route.host, route.port), timeout=CONNECT_SECONDS,
+                                              source_address=(self.source_ip, 0))
+        except OSError as exc:
+            log.warning("relay %s: cannot reach %s:%s: %s", route.name, route.host, route.port, exc)
+            connection.close()
+            return
+        remote.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _splice(connection, remote)
+
+    def _inbound(self, runtime: _Runtime, route: Route, connection: socket.socket) -> None:
+        # BL binds its socket just before its payload starts: a peer that dials early waits for it.
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        deadline = time.monotonic() + BL_LISTEN_WAIT_SECONDS
+        while True:
+            local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                local = await asyncio.open_unix_connection(runtime.path(route.name))
+                local.connect(runtime.path(route.name))
                 break
             except (FileNotFoundError, ConnectionRefusedError):
-                if asyncio.get_running_loop().time() > deadline:
-                    log.warning("relay %s: BL is not listening on %s", route.name, runtime.directory)
-                    writer.close()
+                local.close()
+                if time.monotonic() > deadline:
+                    log.warning("relay %s: BL is not listening in %s", route.name, runtime.directory)
+                    connection.close()
                     return
-                await asyncio.sleep(0.05)
+                time.sleep(0.05)
             except OSError as exc:
+                local.close()
                 log.warning("relay %s: %s", route.name, exc)
-                writer.close()
+                connection.close()
                 return
-        await _splice((reader, writer), local)
-
+        _splice(connection, local)

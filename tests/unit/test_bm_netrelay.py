@@ -119,7 +119,11 @@ def test_unreachable_target_closes_the_containers_connection(relay: NetRelay, tm
     relay.open("rt", tmp_path, [Route(OUTBOUND, "sm.sock", "127.0.0.1", _free_port())])  # nothing listens there
     with socket.socket(socket.AF_UNIX) as client:
         client.connect(str(tmp_path / "sm.sock"))
-        assert _exchange(client, b"anyone?\n") == b""
+        try:
+            answer = _exchange(client, b"anyone?\n")
+        except ConnectionResetError:  # closed with the request unread
+            answer = b""
+        assert answer == b""
 
 
 def test_a_busy_inbound_port_is_reported_and_nothing_stays_open(relay: NetRelay, tmp_path: Path) -> None:
