@@ -244,7 +244,7 @@ class EarlySMRequest:
         connection = None
         try:
             parts = urlsplit(self.bm_url)
-            if parts.scheme != "https" or not parts.hostname:
+            if parts.scheme != "https" or not parts.hostname or self.context is None:
                 return
             connection = https_connection(parts.hostname, parts.port or 443, self.context)
             connection.connect()

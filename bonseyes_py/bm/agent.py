@@ -469,6 +469,12 @@ class BonseyesModule:
         self.tidy_exited()
         return {"kept": kept, "removed": removed}
 
+    def relay_routes(self) -> dict[str, int]:
+        """Listening relay routes per running runtime: its network, open (0 means unreachable)."""
+        with self._lock:
+            running = [r for r in self._records.values() if r.status == rec.RUNNING]
+        return {r.runtime_name: self.relay.routes_open(r.nonce) for r in running}
+
     def runtimes(self, pipeline_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [r.view() for r in self._records.values() if pipeline_id is None or r.pipeline_id == pipeline_id]
@@ -477,6 +483,7 @@ class BonseyesModule:
         return {"host_id": self.host_id, "ip": self.config.bind_ip, "port": self.config.port,
                 "last_heartbeat": self.last_heartbeat, "runtimes": self.runtimes(),
                 "removed_digests": list(self.removed_digests), "fetch_timings": dict(self.fetch_timings),
+                "relay_routes": self.relay_routes(),
                 "now": dt.datetime.now(dt.UTC).isoformat()}
 
 

@@ -409,6 +409,8 @@ def test_running_stage_keeps_its_network_across_a_bm_restart(lab: Lab) -> None:
     assert b"after-restart" in answer, answer
     records = lab.bm_client(lab.host_b).get("/v1/runtimes", params={"pipeline_id": pipeline["pipeline_id"]})
     assert [r["status"] for r in records.json()["runtimes"]] == ["running"], records.text
+    # Its routes are open again: SM, BM and the published port (stage 2 has no next stage).
+    assert lab.bm_client(lab.host_b).get("/v1/status").json()["relay_routes"][second["runtime_name"]] == 3
     assert alice.post(f"/v1/pipelines/{pipeline['pipeline_id']}/stop").status_code == 200
 
 
