@@ -140,3 +140,26 @@ def test_a_busy_inbound_port_is_reported_and_nothing_stays_open(relay: NetRelay,
 def test_routes_survive_a_record_round_trip() -> None:
     route = Route(OUTBOUND, "next-1.sock", "127.0.0.3", 40123)
     assert Route.from_dict(route.view()) == route
+
+
+def test_relayed_connections_leave_no_descriptors_behind(relay: NetRelay, tmp_path: Path) -> None:
+    """Many short connections (pipes, sockets and threads per connection) then close: nothing leaks."""
+    with socket.create_server(("127.0.0.1", 0)) as target:
+        target.settimeout(10)
+        relay.open("rt", tmp_path, [Route(OUTBOUND, "sm.sock", "127.0.0.1", target.getsockname()[1])])
+        before = len(os.listdir("/proc/self/fd"))
+        for index in range(50):
+            seen: list[str] = []
+            server = threading.Thread(target=_serve_once, args=(target, seen))
+            server.start()
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(tmp_path / "sm.sock"))
+                assert _exchange(client, f"request {index}\n".encode()) == f"{SOURCE_IP} request {index}\n".encode()
+            server.join(10)
+        for _ in range(100):  # the relay's threads close their ends just after the answer
+            if len(os.listdir("/proc/self/fd")) <= before:
+                break
+            threading.Event().wait(0.02)
+        assert len(os.listdir("/proc/self/fd")) <= before
+        relay.close("rt")
+    assert len(os.listdir("/proc/self/fd")) < before
