@@ -35,6 +35,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SPLICE_BYTES = 1024 * 1024
+# Each relayed connection holds two threads and a pipe: a flood of connections to a published port is
+# refused beyond this many at once instead of exhausting BM's threads.
+MAX_CONNECTIONS = 512
 CONNECT_SECONDS = 10.0
 BL_LISTEN_WAIT_SECONDS = 15.0
 OUTBOUND, INBOUND = "outbound", "inbound"
@@ -103,8 +106,11 @@ def _splice(a: socket.socket, b: socket.socket) -> None:
 class NetRelay:
     """Relays the sockets of every runtime of this BM: one selector thread accepts, a thread per connection."""
 
-    def __init__(self, source_ip: str) -> None:
+    def __init__(self, source_ip: str, max_connections: int = MAX_CONNECTIONS) -> None:
         self.source_ip = source_ip
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = socket.socketpair()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
@@ -198,9 +204,21 @@ class NetRelay:
                     connection, _ = selected.fileobj.accept()  # type: ignore[union-attr]
                 except (BlockingIOError, OSError):
                     continue  # already taken, or the route closed meanwhile
-                handler = self._outbound if route.kind == OUTBOUND else self._inbound
-                threading.Thread(target=handler, args=(runtime, route, connection), name="bm-netrelay-conn",
+                if not self._slots.acquire(blocking=False):
+                    self.refused += 1
+                    log.warning("relay %s: %d connections already relayed, refusing one more", route.name,
+                                self.max_connections)
+                    connection.close()
+                    continue
+                threading.Thread(target=self._relay_one, args=(runtime, route, connection), name="bm-netrelay-conn",
                                  daemon=True).start()
+
+    def _relay_one(self, runtime: _Runtime, route: Route, connection: socket.socket) -> None:
+        try:
+            connection.setblocking(True)
+            (self._outbound if route.kind == OUTBOUND else self._inbound)(runtime, route, connection)
+        finally:
+            self._slots.release()
 
     def _outbound(self, _runtime: _Runtime, route: Route, connection: socket.socket) -> None:
         try:

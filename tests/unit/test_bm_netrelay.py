@@ -163,3 +163,28 @@ def test_relayed_connections_leave_no_descriptors_behind(relay: NetRelay, tmp_pa
         assert len(os.listdir("/proc/self/fd")) <= before
         relay.close("rt")
     assert len(os.listdir("/proc/self/fd")) < before
+
+
+def test_a_flood_of_connections_is_refused_beyond_the_limit(tmp_path: Path) -> None:
+    relay = NetRelay(SOURCE_IP, max_connections=2)
+    held: list[socket.socket] = []
+    try:
+        with socket.create_server(("127.0.0.1", 0), backlog=16) as target:  # accepts, never answers
+            relay.open("rt", tmp_path, [Route(OUTBOUND, "sm.sock", "127.0.0.1", target.getsockname()[1])])
+            for _ in range(2):
+                client = socket.socket(socket.AF_UNIX)
+                client.connect(str(tmp_path / "sm.sock"))
+                held.append(client)
+            with socket.socket(socket.AF_UNIX) as extra:
+                extra.connect(str(tmp_path / "sm.sock"))
+                extra.settimeout(10)
+                assert extra.recv(1) == b""  # closed at once, not held
+            assert relay.refused == 1
+            for client in held:  # the two within the limit are still relayed
+                client.settimeout(0.2)
+                with pytest.raises(TimeoutError):
+                    client.recv(1)
+    finally:
+        for client in held:
+            client.close()
+        relay.close_all()
