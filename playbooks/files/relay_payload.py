@@ -4,13 +4,14 @@ It speaks plain HTTP only: BL terminates the stages' mutual TLS with the runtime
 hands the payload loopback endpoints. A stage serves on ``BONSEYES_LISTEN`` (127.0.0.1:PORT from
 BL); a stage with ``BONSEYES_NEXT`` (http://127.0.0.1:PORT, BL's local port for the next stage)
 sends its message there. It also reports whether it can read the runtime key BM handed to BL
-(it must not, even as root), whether it can read BL's memory, and whether any TLS material
-reached its environment. Results go to stdout.
+(it must not, even as root), whether it can read BL's memory or BM's relay sockets, which network
+interfaces it has, and whether any TLS material reached its environment. Results go to stdout.
 """
 
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -73,6 +74,14 @@ def report_secrets():
         log("BL MEMORY READABLE")
     except OSError as exc:
         log("BL MEMORY UNREADABLE", type(exc).__name__)
+    # BM's relay sockets are BL's alone, and the container has no network but loopback: the payload
+    # reaches other stages, the SM and BM only through BL's licensed channels.
+    try:
+        os.listdir("/run/bonseyes-net")
+        log("RELAY SOCKETS REACHABLE")
+    except OSError as exc:
+        log("RELAY SOCKETS UNREACHABLE", type(exc).__name__)
+    log("INTERFACES", sorted(name for _, name in socket.if_nameindex()))
     log("PAYLOAD UID", os.getuid())
     leaked = sorted(name for name in os.environ if "TLS" in name or "KEY" in name)
     log("TLS ENV", leaked)

@@ -102,6 +102,8 @@ def test_two_stage_pipeline_sends_data_over_licensed_mtls(lab: Lab) -> None:
     for container in containers.values():
         assert "KEY UNREADABLE PermissionError" in logs_of(container)
         assert "BL MEMORY UNREADABLE PermissionError" in logs_of(container)
+        assert "RELAY SOCKETS UNREACHABLE PermissionError" in logs_of(container)
+        assert "INTERFACES ['lo']" in logs_of(container)
         assert "TLS ENV []" in logs_of(container)
 
     # Only a licensed runtime of this pipeline gets through stage 2's published port.
@@ -181,11 +183,13 @@ def test_payload_running_as_root_cannot_read_the_runtime_key_or_bl_memory(lab: L
         assert "PAYLOAD UID 0" in logs
         assert "KEY UNREADABLE PermissionError" in logs, logs
         assert "BL MEMORY UNREADABLE PermissionError" in logs, logs
+        assert "RELAY SOCKETS UNREACHABLE PermissionError" in logs, logs
         # BM's side of the mount: the runtime directory is closed to everyone without CAP_DAC_OVERRIDE.
         runtime = started["stages"][0]["runtime_name"]
         keys = list(lab.host_a.directory.rglob("runtime.key"))
         assert keys, f"no runtime material under {lab.host_a.directory} for {runtime}"
         assert all(key.parent.stat().st_mode & 0o777 == 0 for key in keys)
+        assert all((key.parent / "net").stat().st_mode & 0o777 == 0 for key in keys)
     finally:
         alice.post(f"/v1/pipelines/{pipeline['pipeline_id']}/stop")
 
