@@ -65,12 +65,8 @@ def one_stage(lab: Lab, host_id: str, cold: bool) -> dict[str, float]:
     timings = stage["timings"]
     fetch = lab.bm_client(handle).get("/v1/status").json()["fetch_timings"][lab.relay["digest"]]
     alice.post(f"/v1/pipelines/{pipeline_id}/stop")
-    # BL's own clock: boot (bootloader + interpreter, before BL's first line), imports, step 5, step 6's
-    # SM call; BM's acceptance; what is left of BM's wait is the BL -> BM call and scheduling.
-    bl_parts = ("bl_boot", "bl_imports", "bl_step5", "bl_material", "bl_sm", "bm_accept")
-    rest = float(timings["bl_authorisation"]) - sum(float(timings.get(k, 0.0)) for k in bl_parts)
     return {"step3": step3, "steps456": steps456, **{k: float(v) for k, v in timings.items()},
-            **{f"fetch_{k}": float(v) for k, v in fetch.items()}, "bl_rest": rest}
+            **{f"fetch_{k}": float(v) for k, v in fetch.items()}}
 
 
 def pull_time(lab: Lab) -> float:
@@ -150,12 +146,16 @@ def main() -> None:
             print(f"  steps 4-6               {ms(med['steps456'])}")
             for key in ("image_check", "host_licence", "material", "container_start", "bl_authorisation"):
                 print(f"    BM {key:20s} {ms(med[key])}")
-            for key in ("bl_boot", "bl_imports", "bl_step5", "bl_material", "bl_sm", "bm_accept", "bl_rest"):
+            # BL's own clock. bl_boot runs from the creation of the container's first process (runc's
+            # init, which waits while the engine sets up the container's namespaces) to BL's first line,
+            # so it overlaps BM's container_start; what BL adds to the wall time is bl_authorisation.
+            print("      BL's own clock (bl_boot overlaps container_start):")
+            for key in ("bl_boot", "bl_imports", "bl_step5", "bl_material", "bl_sm", "bm_accept"):
                 if key in med:
                     print(f"      {key:20s} {ms(med[key])}")
             print(f"  Docker time (pull + run){ms(docker_time)}  ({docker_time / total:.0%})")
-            print(f"  protocol time           {ms(protocol)}  ({protocol / total:.0%}; of which BL's interpreter "
-                  f"boot + imports {(med['bl_boot'] + med['bl_imports']) * 1000:.0f} ms)")
+            print(f"  protocol time           {ms(protocol)}  ({protocol / total:.0%}; of which BL after the engine "
+                  f"started its container {med['bl_authorisation'] * 1000:.0f} ms)")
 
             # Warm single stage vs. 10 stages on 5 BMs (images already pulled: set-up cost only).
             warm = [one_stage(lab, host, cold=False) for _ in range(3)]
