@@ -98,6 +98,9 @@ def test_site_deploys_and_runs_the_demo_then_only_the_demo_changes(premise: Prem
     assert "accepted runtime rt-" in accepted[0], accepted  # BL names the peer's runtime (its SAN URI's name)
     assert any("KEY UNREADABLE" in line for line in received[0]["stage_2_payload_secrets"])
     assert "TLS ENV []" in received[0]["stage_2_payload_secrets"], received[0]["stage_2_payload_secrets"]
+    # --network none: the payload has loopback only, and BM's relay sockets are BL's alone.
+    assert "INTERFACES ['lo']" in received[0]["stage_2_payload_secrets"], received[0]["stage_2_payload_secrets"]
+    assert any("RELAY SOCKETS UNREACHABLE" in line for line in received[0]["stage_2_payload_secrets"])
     assert received[0]["stages"] == ["running", "running"]
     assert second.status == "successful", second.failed
     assert set(second.changed) == {DEMO_PLAY}, second.changed
