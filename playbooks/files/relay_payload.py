@@ -81,7 +81,7 @@ def report_secrets():
         log("RELAY SOCKETS REACHABLE")
     except OSError as exc:
         log("RELAY SOCKETS UNREACHABLE", type(exc).__name__)
-    log("INTERFACES", sorted(name for _, name in socket.if_nameindex()))
+    log("INTERFACES", sorted(entry[1] for entry in socket.if_nameindex()))
     log("PAYLOAD UID", os.getuid())
     leaked = sorted(name for name in os.environ if "TLS" in name or "KEY" in name)
     log("TLS ENV", leaked)
