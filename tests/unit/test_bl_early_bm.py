@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from bonseyes_py.bl import layout, protocol
+from bonseyes_py.bm.netrelay import OUTBOUND, NetRelay, Route
 from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.certs import certificate_pem
 from bonseyes_py.pki.keys import generate_private_key, write_private_key
@@ -100,9 +101,11 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[C
     monkeypatch.setattr(layout, "HOST_LICENCE", str(licence))
     protocol.ca_pem.cache_clear()
     protocol.trust.cache_clear()
+    protocol.relay_sockets.cache_clear()
     yield ca, tmp_path
     protocol.ca_pem.cache_clear()
     protocol.trust.cache_clear()
+    protocol.relay_sockets.cache_clear()
 
 
 def _endpoints(directory: Path, monkeypatch: pytest.MonkeyPatch, bm_url: str) -> None:
@@ -172,3 +175,34 @@ def test_early_connection_is_not_handed_out_for_another_url(
         assert early.bm_connection_for(f"https://127.0.0.1:{bm.server_address[1] + 1}") is None
         assert early.bm_connection_for(bm_url) is None  # dropped, not kept for a later caller
         assert bm.requests == []
+
+
+def test_without_a_network_bl_reaches_bm_through_the_relay_socket(
+        runtime: tuple[CertificateAuthority, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--network none``: the early connection goes over BM's relay socket; TLS and the peer check end to end."""
+    _, directory = runtime
+    with _serving_bm(runtime, monkeypatch, "host-a") as (bm, bm_url):
+        port = bm.server_address[1]
+        net = directory / "net"
+        net.mkdir()
+        monkeypatch.setattr(layout, "NET_DIR", str(net))
+        endpoints = json.loads(Path(protocol.ENDPOINTS).read_text())
+        endpoints["relay"] = {f"127.0.0.1:{port}": "bm.sock"}
+        Path(protocol.ENDPOINTS).write_text(json.dumps(endpoints))
+        relay = NetRelay("127.0.0.1")
+        relay.open("rt", net, [Route(OUTBOUND, "bm.sock", "127.0.0.1", port)])
+        try:
+            early = protocol.EarlySMRequest(ARTEFACT)
+            connection = early.bm_connection_for(bm_url)
+            assert isinstance(connection, protocol.RelayedHTTPSConnection), early.bm_error
+            assert connection.sock.family == socket.AF_UNIX  # type: ignore[union-attr]
+            answer = protocol._exchange(connection, bm_url, "/v1/runtimes/licence", {"licence": "L"},
+                                        role=Role.HOST, name="host-a", what="BM")
+            connection.close()
+        finally:
+            relay.close_all()
+        assert answer == {"status": "licensed"}
+        assert bm.requests == [("/v1/runtimes/licence", {"licence": "L"})]
+        # With the relay gone, BL has no way to BM: no silent fallback to the host's network.
+        with pytest.raises(OSError):
+            protocol.https_connection("127.0.0.1", port, protocol.client_context()).connect()
