@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -28,7 +27,7 @@ from bonseyes_py.bm import records as rec
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.bm.devices import device_requests_for
 from bonseyes_py.bm.images import FetchResult, ImageStore, RegistryIdentity
-from bonseyes_py.bm.netrelay import INBOUND, OUTBOUND, NetRelay, Route
+from bonseyes_py.bm.netrelay import NetRelay, Route, plan_routes, relay_map
 from bonseyes_py.bm.records import RecordStore, RuntimeRecord
 from bonseyes_py.bm.sm_client import SMClient, SMRefused, is_final_refusal
 from bonseyes_py.errors import BonseyesError, InputError, LicenceError
@@ -127,29 +126,10 @@ class BonseyesModule:
             except (OSError, ValueError, KeyError) as exc:
                 self._stop_record(record, f"cannot restore its network relay after a BM restart: {exc}")
 
-    def _routes(self, stage_env: dict[str, str]) -> list[Route]:
-        """The relay routes of one runtime: SM, this BM, the stage's published port, the next stages."""
-        sm = urlsplit(self.config.sm_url)
-        routes = [Route(OUTBOUND, "sm.sock", sm.hostname or "", sm.port or 443),
-                  Route(OUTBOUND, "bm.sock", self.config.bind_ip, self.config.port)]
-        listen = stage_env.get("BONSEYES_LISTEN", "")
-        if listen:
-            host, _, port = listen.rpartition(":")
-            if host != self.config.bind_ip or not port.isdigit() or not 0 < int(port) < 65536:
-                raise InputError(f"BONSEYES_LISTEN {listen!r} is not {self.config.bind_ip}:PORT", check="env")
-            routes.append(Route(INBOUND, "in.sock", host, int(port)))
-        for index, url in enumerate(u.strip() for u in stage_env.get("BONSEYES_NEXT", "").split(",") if u.strip()):
-            parts = urlsplit(url)
-            if parts.scheme != "https" or not parts.hostname or not parts.port:
-                raise InputError(f"BONSEYES_NEXT entry {url!r} is not https://IP:PORT", check="env")
-            routes.append(Route(OUTBOUND, f"next-{index}.sock", parts.hostname, parts.port))
-        return routes
-
     def _endpoints(self, runtime_name: str, routes: list[Route]) -> dict[str, Any]:
-        """What BL reads in endpoints.json; ``relay`` maps each address BL calls (and ``listen``) to its socket."""
-        relay = {"listen" if r.kind == INBOUND else f"{r.host}:{r.port}": r.name for r in routes}
+        """What BL reads in endpoints.json (``relay``: see ``netrelay.relay_map``)."""
         return {"sm_url": self.config.sm_url, "bm_url": self.config.url, "host_id": self.host_id,
-                "host_ip": self.config.bind_ip, "runtime_name": runtime_name, "relay": relay}
+                "host_ip": self.config.bind_ip, "runtime_name": runtime_name, "relay": relay_map(routes)}
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.config.heartbeat_seconds):
@@ -193,7 +173,8 @@ class BonseyesModule:
         if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < 1024:
             raise InputError("position must be an integer between 0 and 1023", check="position")
         stage_env = _check_env(env or {})
-        routes = self._routes(stage_env)
+        routes = plan_routes(sm_url=self.config.sm_url, bind_ip=self.config.bind_ip, bm_port=self.config.port,
+                             stage_env=stage_env)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         if not self.images.is_present(digest):

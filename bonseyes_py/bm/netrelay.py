@@ -28,9 +28,13 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from bonseyes_py.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,37 @@ class Route:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Route:
         return cls(kind=str(data["kind"]), name=str(data["name"]), host=str(data["host"]), port=int(data["port"]))
+
+
+def _address(url: str, what: str) -> tuple[str, int]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"{what} {url!r} is not https://IP:PORT: {exc}", check="env") from exc
+    if parts.scheme != "https" or not parts.hostname or not port:
+        raise InputError(f"{what} {url!r} is not https://IP:PORT", check="env")
+    return parts.hostname, port
+
+
+def plan_routes(*, sm_url: str, bind_ip: str, bm_port: int, stage_env: Mapping[str, str]) -> list[Route]:
+    """The routes of one runtime: the SM, this BM, the stage's published port, the next stages."""
+    routes = [Route(OUTBOUND, "sm.sock", *_address(sm_url, "SM URL")), Route(OUTBOUND, "bm.sock", bind_ip, bm_port)]
+    listen = stage_env.get("BONSEYES_LISTEN", "")
+    if listen:
+        host, _, port = listen.rpartition(":")
+        if host != bind_ip or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InputError(f"BONSEYES_LISTEN {listen!r} is not {bind_ip}:PORT (this host's IP)", check="env")
+        routes.append(Route(INBOUND, "in.sock", host, int(port)))
+    downstream = [url.strip() for url in stage_env.get("BONSEYES_NEXT", "").split(",") if url.strip()]
+    for index, url in enumerate(downstream):
+        routes.append(Route(OUTBOUND, f"next-{index}.sock", *_address(url, "BONSEYES_NEXT entry")))
+    return routes
+
+
+def relay_map(routes: list[Route]) -> dict[str, str]:
+    """What BL reads in ``endpoints.json``: the socket for each address it calls, and ``listen``."""
+    return {"listen" if route.kind == INBOUND else f"{route.host}:{route.port}": route.name for route in routes}
 
 
 @dataclass

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bonseyes_py.bm.netrelay import INBOUND, OUTBOUND, NetRelay, Route
+from bonseyes_py.bm.netrelay import INBOUND, OUTBOUND, NetRelay, Route, plan_routes, relay_map
+from bonseyes_py.errors import InputError
 
 SOURCE_IP = "127.0.0.9"  # not 127.0.0.1: proves the relay dials from the host's IP
 
@@ -188,3 +189,29 @@ def test_a_flood_of_connections_is_refused_beyond_the_limit(tmp_path: Path) -> N
         for client in held:
             client.close()
         relay.close_all()
+
+
+def test_routes_of_a_middle_stage_and_what_bl_reads() -> None:
+    routes = plan_routes(sm_url="https://127.0.0.1:8443", bind_ip="127.0.0.2", bm_port=8444, stage_env={
+        "BONSEYES_LISTEN": "127.0.0.2:41000", "BONSEYES_NEXT": "https://127.0.0.3:41001, https://127.0.0.4:41002"})
+    assert routes == [Route(OUTBOUND, "sm.sock", "127.0.0.1", 8443), Route(OUTBOUND, "bm.sock", "127.0.0.2", 8444),
+                      Route(INBOUND, "in.sock", "127.0.0.2", 41000), Route(OUTBOUND, "next-0.sock", "127.0.0.3", 41001),
+                      Route(OUTBOUND, "next-1.sock", "127.0.0.4", 41002)]
+    assert relay_map(routes) == {"127.0.0.1:8443": "sm.sock", "127.0.0.2:8444": "bm.sock", "listen": "in.sock",
+                                 "127.0.0.3:41001": "next-0.sock", "127.0.0.4:41002": "next-1.sock"}
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"BONSEYES_LISTEN": "127.0.0.3:41000"}, "this host's IP"),  # another host's address: BM would not own it
+    ({"BONSEYES_LISTEN": "127.0.0.2:"}, "BONSEYES_LISTEN"),
+    ({"BONSEYES_LISTEN": "127.0.0.2:70000"}, "BONSEYES_LISTEN"),
+    ({"BONSEYES_NEXT": "http://127.0.0.3:41001"}, "BONSEYES_NEXT"),  # plain: never
+    ({"BONSEYES_NEXT": "https://127.0.0.3"}, "BONSEYES_NEXT"),
+    ({"BONSEYES_NEXT": "https://127.0.0.3:99999"}, "BONSEYES_NEXT"),
+    ({"BONSEYES_NEXT": "https://127.0.0.3:port"}, "BONSEYES_NEXT"),
+])
+def test_malformed_stage_addresses_are_refused_with_the_variable_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(InputError) as refused:
+        plan_routes(sm_url="https://127.0.0.1:8443", bind_ip="127.0.0.2", bm_port=8444, stage_env=env)
+    assert refused.value.check == "env"
+    assert named in str(refused.value)
