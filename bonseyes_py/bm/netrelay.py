@@ -193,30 +193,26 @@ class NetRelay:
 
     @staticmethod
     def _listen(runtime: _Runtime, route: Route) -> socket.socket:
-        if route.kind == OUTBOUND:
-            path = runtime.path(route.name)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # a socket file left by a BM that stopped
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
+        if route.kind not in (OUTBOUND, INBOUND):
+            raise ValueError(f"unknown route kind {route.kind!r}")
+        family = socket.AF_UNIX if route.kind == OUTBOUND else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if route.kind == OUTBOUND:
+                path = runtime.path(route.name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # a socket file left by a BM that stopped
                 listener.bind(path)
                 # 0600 root: inside the container only BL (root with CAP_DAC_OVERRIDE) passes the 0000 directory.
                 os.chmod(path, 0o600)
-            except BaseException:
-                listener.close()
-                raise
-        elif route.kind == INBOUND:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
+            else:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 listener.bind((route.host, route.port))
-            except BaseException:
-                listener.close()
-                raise
-        else:
-            raise ValueError(f"unknown route kind {route.kind!r}")
-        listener.listen(128)
-        listener.setblocking(False)
+            listener.listen(128)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
         return listener
 
     @staticmethod
