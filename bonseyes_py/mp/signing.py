@@ -21,6 +21,9 @@ from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.certs import load_certificate_chain
 from bonseyes_py.pki.verify import TrustStore
 
+# How many (artefact name, owner) pairs an HTTPS signer remembers between the phases of registrations.
+_OWNERS_KEPT = 4096
+
 
 class ArtefactSigner(Protocol):
     def sign_artefact_id(self, name: str, owner: str) -> str:
@@ -62,7 +65,9 @@ class HttpsArtefactSigner:
     Two phases (``bonseyes_py/sm/artefact_signing.py``): ``POST /v1/artefact-ids`` signs the
     artefact ID and reserves the name before the image is built; ``POST /v1/artefacts/<name>/images``
     signs the image ID once the digest exists; ``DELETE /v1/artefact-ids/<name>`` releases the
-    reservation when the registration fails. Each returned token is verified against the SM root
+    reservation when the registration fails. The SM lets a marketplace act only on artefacts it
+    reserved itself and only for their owner, so the last two name the owner the first one was
+    signed for (remembered per name). Each returned token is verified against the SM root
     the MP was configured with, so a misbehaving endpoint cannot make the MP bake an unsigned ID
     into an image. ``cert=`` and ``verify=`` go with every request because ``REQUESTS_CA_BUNDLE``
     in the environment would override a session's ``verify``.
@@ -77,10 +82,13 @@ class HttpsArtefactSigner:
         self.timeout = timeout
         self._root = load_certificate_chain(Path(sm_root).read_bytes())[0]
         self._chain: list[x509.Certificate] | None = None
+        # {artefact name: owner} of the artefact IDs this signer had signed (the owner later requests name).
+        self._owners: dict[str, str] = {}
 
-    def request(self, method: str, path: str, body: dict[str, str] | None = None) -> requests.Response:
+    def request(self, method: str, path: str, body: dict[str, str] | None = None, *,
+                params: dict[str, str] | None = None) -> requests.Response:
         try:
-            return self.session.request(method, f"{self.sm_url}{path}", json=body, cert=self.cert,
+            return self.session.request(method, f"{self.sm_url}{path}", json=body, params=params, cert=self.cert,
                                         verify=self.verify, timeout=self.timeout)
         except requests.RequestException as exc:
             raise RegistrationError(f"SM at {self.sm_url} unreachable: {exc}", check="signing") from exc
@@ -106,21 +114,34 @@ class HttpsArtefactSigner:
         if claims.get("owner") != owner:
             raise RegistrationError(f"SM signed artefact {name} for {claims.get('owner')}, not {owner}",
                                     check="signing")
+        if len(self._owners) >= _OWNERS_KEPT:
+            self._owners.pop(next(iter(self._owners)))
+        self._owners[name] = owner
         return token
 
-    def sign_image_id(self, digest: str, name: str) -> str:
-        token = self._post(f"/v1/artefacts/{name}/images", {"digest": digest}, "image_id_token")
+    def _owner_of(self, name: str, owner: str | None) -> str:
+        owner = owner or self._owners.get(name)
+        if owner is None:
+            raise RegistrationError(f"no artefact ID of {name} was signed through this signer: its owner is unknown",
+                                    check="signing")
+        return owner
+
+    def sign_image_id(self, digest: str, name: str, owner: str | None = None) -> str:
+        """The image ID, asked for the owner ``sign_artefact_id`` named (or ``owner``)."""
+        token = self._post(f"/v1/artefacts/{name}/images", {"digest": digest, "owner": self._owner_of(name, owner)},
+                           "image_id_token")
         try:
             ids.verify_image_id(token, self._trust(), expect_digest=digest, expect_artefact=name)
         except BonseyesError as exc:
             raise RegistrationError(f"SM returned an invalid image ID: {exc}", check="signing") from exc
         return token
 
-    def release_artefact_id(self, name: str) -> None:
+    def release_artefact_id(self, name: str, owner: str | None = None) -> None:
         """Drop the SM's reservation (and image ID) of a registration that failed; absent is fine."""
-        response = self.request("DELETE", f"/v1/artefact-ids/{name}")
+        response = self.request("DELETE", f"/v1/artefact-ids/{name}", params={"owner": self._owner_of(name, owner)})
         if response.status_code not in (200, 404):
             raise _refusal(f"/v1/artefact-ids/{name}", response)
+        self._owners.pop(name, None)
 
     def sm_certificates(self) -> list[x509.Certificate]:
         if self._chain is None:

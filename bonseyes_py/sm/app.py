@@ -125,12 +125,15 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/artefacts/<artefact_id>/images", ["POST"], (Role.MARKETPLACE, Role.ADMIN))
     def add_image(peer: Any, artefact_id: str) -> tuple[Response, int]:
-        body = _fields(json_body(), ("digest",))
-        return jsonify(sm.add_image(peer.identity, artefact_id, body["digest"])), 201
+        # owner: the owner the marketplace acts for (required of a marketplace, checked for anyone).
+        body = _fields(json_body(), ("digest",), ("owner",))
+        return jsonify(sm.add_image(peer.identity, artefact_id, body["digest"], owner=body.get("owner"))), 201
 
     @route("/v1/artefacts/<artefact_id>/terms", ["PUT"], (Role.MARKETPLACE, Role.ADMIN))
     def set_terms(peer: Any, artefact_id: str) -> dict[str, Any]:
-        return sm.set_artefact_terms(peer.identity, artefact_id, json_body())
+        terms = json_body()
+        owner = terms.pop("owner", None)  # beside the terms, as for images
+        return sm.set_artefact_terms(peer.identity, artefact_id, terms, owner=owner)
 
     @route("/v1/premises/<name>", ["PUT"], (Role.ADMIN,))
     def put_premise(peer: Any, name: str) -> dict[str, Any]:

@@ -6,12 +6,15 @@ adds the first phase:
 
 - ``POST /v1/artefact-ids`` (marketplace only) signs the artefact ID of ``{name, owner}`` and
   reserves the name: it creates the SM's artefact record with no image yet. A name held by
-  another owner is a 409 ``name-taken``; the same owner asking again for a name that still has no
-  image gets the stored token back (a retry after an MP crash).
-- the second phase is the existing ``POST /v1/artefacts/<name>/images`` (image ID from the digest).
-- ``DELETE /v1/artefact-ids/<name>`` releases a reservation when the MP's registration failed, so
-  a failure leaves no half-registered artefact on the SM either. Only the marketplace that made it
-  may release it, and never once a pipeline or licence refers to the artefact.
+  another owner, or reserved by another marketplace, is a 409 ``name-taken``; the same marketplace
+  asking again for the same owner and a name that still has no image gets the stored token back
+  (a retry after an MP crash).
+- the second phase is the existing ``POST /v1/artefacts/<name>/images`` (image ID from the digest),
+  which names the owner too (``artefacts.check_acting_for``).
+- ``DELETE /v1/artefact-ids/<name>?owner=<owner>`` releases a reservation when the MP's registration
+  failed, so a failure leaves no half-registered artefact on the SM either. Only the marketplace that
+  made it may release it, naming its owner (an admin may release any), and never once a pipeline or
+  licence refers to the artefact.
 - ``GET /v1/ca/chain``: the SM root and intermediate (PEM) the MP bakes into each image.
 
 Registered on the SM's Flask app by ``register_artefact_signing`` (one hook in ``sm/app.py``).
@@ -22,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy import delete, func, select
 
 from bonseyes_py.errors import InputError
 from bonseyes_py.identity.ids import sign_artefact_id
 from bonseyes_py.pki.certs import chain_pem
 from bonseyes_py.pki.roles import Identity, Role, check_name
+from bonseyes_py.sm.artefacts import check_acting_for
 from bonseyes_py.sm.core import Forbidden, found, require
 from bonseyes_py.sm.models import Artefact, Image, Licence, PipelineStage, User
 from bonseyes_py.sm.service import SecurityManager
@@ -56,6 +60,9 @@ def reserve_artefact_id(sm: SecurityManager, actor: Identity, name: str, owner: 
         if existing is not None:
             if existing.owner != owner:
                 raise ConflictError(f"artefact name {name!r} is taken by another owner", check="name-taken")
+            if existing.created_by != actor.uri:
+                # The stored token is given back only to the marketplace that reserved the name.
+                raise ConflictError(f"artefact name {name!r} was reserved by another marketplace", check="name-taken")
             if existing.revoked:
                 raise Forbidden(f"artefact {name} is revoked", check="revoked")
             if _image_count(session, name):
@@ -68,13 +75,12 @@ def reserve_artefact_id(sm: SecurityManager, actor: Identity, name: str, owner: 
     return {"artefact_id": name, "owner": owner, "token": token, "reserved": True}
 
 
-def release_artefact_id(sm: SecurityManager, actor: Identity, name: str) -> dict[str, Any]:
+def release_artefact_id(sm: SecurityManager, actor: Identity, name: str, owner: str | None = None) -> dict[str, Any]:
     """Undo a reservation (and an image ID signed for it) after the MP's registration failed."""
     check_name(name, "artefact ID")
     with sm.transaction() as session:
         artefact = found(session.get(Artefact, name), "artefact", name)
-        require(actor.role is Role.ADMIN or artefact.created_by == actor.uri,
-                Forbidden(f"artefact {name} was not reserved by {actor.uri}", check="forbidden"))
+        check_acting_for(actor, artefact, owner)
         in_use = session.scalar(select(func.count()).select_from(PipelineStage)
                                 .where(PipelineStage.artefact_id == name)) or 0
         in_use += session.scalar(select(func.count()).select_from(Licence).where(Licence.artefact_id == name)) or 0
@@ -112,7 +118,7 @@ def register_artefact_signing(app: Flask, sm: SecurityManager, auth: Authenticat
         return reserve_artefact_id(sm, actor, body["name"], body["owner"]), 201
 
     def release(actor: Identity, name: str) -> tuple[dict[str, Any], int]:
-        return release_artefact_id(sm, actor, name), 200
+        return release_artefact_id(sm, actor, name, request.args.get("owner")), 200
 
     def chain(_actor: Identity) -> Response:
         return Response(chain_pem([sm.ca.root, sm.ca.intermediate]), mimetype="application/x-pem-file")

@@ -5,6 +5,10 @@ added BL: the SM signs the human-readable artefact ID (bound to its owner) and t
 OCI manifest digest of the final image, bound to the artefact). Both tokens are stored and
 returned; the Marketplace bakes them into the image. The artefact's licence terms (GPU, instance
 limit, allowed premises and hosts, time window, licence lifetime) are attributes the policy reads.
+
+Who may change an artefact (``check_acting_for``): an admin any; a marketplace only an artefact it
+created itself (``created_by``, set when it reserved the ID or registered the artefact), and only
+when its request names the owner it acts for, which must be the artefact's owner.
 """
 
 from __future__ import annotations
@@ -58,6 +62,23 @@ def artefact_attributes(artefact: Artefact) -> ArtefactAttributes:
                               not_after=artefact.not_after)
 
 
+def check_acting_for(actor: Identity, artefact: Artefact, owner: Any) -> None:
+    """Refuse unless ``actor`` may change ``artefact`` on behalf of ``owner`` (see the module docstring)."""
+    if owner is not None:
+        check_name(owner, "owner")
+    if actor.role is not Role.ADMIN:
+        require(actor.role is Role.MARKETPLACE,
+                Forbidden(f"{actor.uri} may not change artefacts", check="role"))
+        require(owner is not None,
+                InputError("owner is required: name the owner of the artefact this marketplace acts for",
+                           check="owner"))
+        require(artefact.created_by == actor.uri,
+                Forbidden(f"artefact {artefact.artefact_id} was not registered by {actor.uri}",
+                          check="artefact-creator"))
+    require(owner is None or owner == artefact.owner,
+            Forbidden(f"artefact {artefact.artefact_id} is not owned by {owner}", check="artefact-owner"))
+
+
 def artefact_view(artefact: Artefact, images: list[Image]) -> dict[str, Any]:
     return {"artefact_id": artefact.artefact_id, "owner": artefact.owner,
             "artefact_id_token": artefact.artefact_id_token, "revoked": artefact.revoked,
@@ -98,11 +119,12 @@ class ArtefactOperations(SMCore):
             self.audit(session, actor, "artefact-registered", artefact_id, owner=owner, digest=digest, terms=checked)
             return artefact_view(artefact, [image])
 
-    def add_image(self, actor: Identity, artefact_id: str, digest: str) -> dict[str, Any]:
+    def add_image(self, actor: Identity, artefact_id: str, digest: str, *, owner: str | None = None) -> dict[str, Any]:
         check_digest(digest)
         image_token = sign_image_id(self.issuer.signer, self._signer_uri, digest, artefact_id)
         with self.transaction() as session:
             artefact = found(session.get(Artefact, artefact_id), "artefact", artefact_id)
+            check_acting_for(actor, artefact, owner)
             require(not artefact.revoked, Forbidden(f"artefact {artefact_id} is revoked", check="revoked"))
             existing = session.get(Image, digest)
             if existing is not None:
@@ -114,10 +136,12 @@ class ArtefactOperations(SMCore):
             self.audit(session, actor, "image-registered", artefact_id, digest=digest)
         return {"digest": digest, "artefact_id": artefact_id, "image_id_token": image_token}
 
-    def set_artefact_terms(self, actor: Identity, artefact_id: str, terms: dict[str, Any]) -> dict[str, Any]:
+    def set_artefact_terms(self, actor: Identity, artefact_id: str, terms: dict[str, Any], *,
+                           owner: str | None = None) -> dict[str, Any]:
         checked = check_terms(terms)
         with self.transaction() as session:
             artefact = found(session.get(Artefact, artefact_id), "artefact", artefact_id)
+            check_acting_for(actor, artefact, owner)
             for name, value in checked.items():
                 setattr(artefact, name, value)
             self.audit(session, actor, "artefact-terms", artefact_id, terms=checked)

@@ -6,6 +6,9 @@ certificate from a CSR, with the host name as a DNS SAN so the SM can pin it whe
 A host whose hardware ID changed gets a different name, and a request to re-register under the old
 name is refused: the old name's hardware is not this machine.
 
+Only the owner (or an admin) registers a host, and a user may name only premises she is a member
+of: registering, and re-registering, adds the host to those premises.
+
 A host is available while its heartbeats arrive within ``heartbeat_ttl_seconds``; its address is
 the TLS peer address of its last heartbeat, never a value it claims.
 """
@@ -24,7 +27,7 @@ from bonseyes_py.identity.ids import verify_host_id
 from bonseyes_py.pki.certs import certificate_pem, chain_pem, load_csr
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.sm.core import Forbidden, SMCore, check_int, check_str_list, found, require
-from bonseyes_py.sm.models import Host, Premise, PremiseHost, User
+from bonseyes_py.sm.models import Host, Premise, PremiseHost, PremiseUser, User
 from bonseyes_py.sm.users import record_certificate
 from bonseyes_py.web.errors import ConflictError, NotFoundError
 
@@ -68,6 +71,10 @@ class HostOperations(SMCore):
             for premise in premises:
                 if session.get(Premise, premise) is None:
                     raise NotFoundError(f"premise {premise!r} does not exist")
+                # A user puts hosts only into premises she is a member of; an admin into any.
+                require(actor.role is Role.ADMIN or session.get(PremiseUser, (premise, actor.name)) is not None,
+                        Forbidden(f"{actor.uri} is not a member of premise {premise} and cannot add hosts to it",
+                                  check="premise-member"))
             host = session.get(Host, host_name)
             if host is not None:
                 require(host.hardware_id == host_id.hardware_id,

@@ -17,10 +17,17 @@ second instance.
 Artefact licence: a BL (runtime certificate) presents its host licence and artefact ID. The host
 licence must verify (signature, chain, time, not revoked) and its ``cnf`` must be the thumbprint
 of the very certificate the BL authenticated with over TLS.
+
+A runtime belongs to the pipeline its host licence names (``licences.pipeline_id``). Once that
+pipeline is no longer ``ready`` (its user stopped it, or its start was aborted), its runtimes get
+no artefact licence, no renewal (which stays in the renewed licence's pipeline) and no retry of a
+stored licence: 409 ``pipeline-not-running``. A fresh host licence needs a ready pipeline with
+the requested stage (403 ``no-pipeline``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -32,6 +39,7 @@ from sqlalchemy import Table, and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError, InputError, LicenceError
 from bonseyes_py.identity.ids import RuntimeID, check_digest, check_nonce
 from bonseyes_py.licences import Expectations, HostLicence, LicenceKind, verify_licence
@@ -90,9 +98,11 @@ AUDIT_HEAD = cast(Table, AuditHead.__table__)
 #   (``_licence_reads``); the running-instances count comes from ``InstanceTracker``.
 _PREAMBLE = (
     select(STATE.c.generation, AUDIT_HEAD.c.seq, AUDIT_HEAD.c.entry_hash, LICENCES.c.jti, LICENCES.c.nonce,
-           LICENCES.c.request_fingerprint, LICENCES.c.response, LICENCES.c.revoked_at)
+           LICENCES.c.request_fingerprint, LICENCES.c.response, LICENCES.c.revoked_at, LICENCES.c.pipeline_id,
+           PIPELINES.c.status.label("pipeline_status"))
     .select_from(STATE.join(AUDIT_HEAD, AUDIT_HEAD.c.id == STATE.c.id)
-                 .outerjoin(LICENCES, LICENCES.c.request_key == bindparam("request_key")))
+                 .outerjoin(LICENCES, LICENCES.c.request_key == bindparam("request_key"))
+                 .outerjoin(PIPELINES, PIPELINES.c.pipeline_id == LICENCES.c.pipeline_id))
     .where(STATE.c.id == 1)
     .with_for_update(of=AUDIT_HEAD))
 _STATE_AND_HEAD = (select(STATE.c.generation, AUDIT_HEAD.c.seq)
@@ -114,8 +124,20 @@ _READY_PIPELINE = (
            STAGES.c.host_id == bindparam("host_id"), STAGES.c.artefact_id == bindparam("artefact_id"),
            STAGES.c.digest == bindparam("digest"))
     .order_by(PIPELINES.c.created_at.desc()).limit(1))
-_RENEWED = select(LICENCES.c.kind, LICENCES.c.host_id, LICENCES.c.nonce, LICENCES.c.request_fingerprint,
-                  LICENCES.c.revoked_at).where(LICENCES.c.jti == bindparam("jti"))
+# A renewal names the licence it renews; the runtime belongs to that licence's pipeline.
+_RENEWED = (select(LICENCES.c.kind, LICENCES.c.host_id, LICENCES.c.nonce, LICENCES.c.request_fingerprint,
+                   LICENCES.c.revoked_at, LICENCES.c.pipeline_id, PIPELINES.c.status.label("pipeline_status"))
+            .select_from(LICENCES.outerjoin(PIPELINES, PIPELINES.c.pipeline_id == LICENCES.c.pipeline_id))
+            .where(LICENCES.c.jti == bindparam("jti")))
+# ``_READY_PIPELINE`` for one named pipeline (a renewal's), with the same columns.
+_READY_PIPELINE_BY_ID = (
+    select(PIPELINES.c.pipeline_id, PIPELINES.c.premise, PREMISES.c.name, PREMISES.c.policy)
+    .join(STAGES, STAGES.c.pipeline_id == PIPELINES.c.pipeline_id)
+    .outerjoin(PREMISES, PREMISES.c.name == PIPELINES.c.premise)
+    .where(PIPELINES.c.pipeline_id == bindparam("pipeline_id"), PIPELINES.c.user_id == bindparam("user_id"),
+           PIPELINES.c.status == "ready", STAGES.c.host_id == bindparam("host_id"),
+           STAGES.c.artefact_id == bindparam("artefact_id"), STAGES.c.digest == bindparam("digest"))
+    .limit(1))
 # Names are check_name()d (no spaces), so a space-joined aggregate splits back exactly; the order of
 # an aggregate is not guaranteed, so the parts are sorted in Python.
 _MEMBERSHIPS = select(
@@ -153,9 +175,10 @@ class _LicenceReads:
     host_premises: tuple[str, ...]
 
 
-_STORED = select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response,
-                 LICENCES.c.revoked_at).where(
-    LICENCES.c.request_key == bindparam("request_key"))
+_STORED = (select(LICENCES.c.jti, LICENCES.c.nonce, LICENCES.c.request_fingerprint, LICENCES.c.response,
+                  LICENCES.c.revoked_at, LICENCES.c.pipeline_id, PIPELINES.c.status.label("pipeline_status"))
+           .select_from(LICENCES.outerjoin(PIPELINES, PIPELINES.c.pipeline_id == LICENCES.c.pipeline_id))
+           .where(LICENCES.c.request_key == bindparam("request_key")))
 # The database's own count of running instances: what ``InstanceTracker`` must equal (tests/sm).
 _RUNNING = select(func.count()).select_from(
     select(LICENCES.c.host_id, LICENCES.c.nonce).where(
@@ -180,6 +203,13 @@ def row_dict(row: Any) -> dict[str, Any]:
     return dict(mapping) if mapping is not None else dict(row._asdict())
 
 
+def require_pipeline_running(pipeline_id: str | None, status: str | None, what: str) -> None:
+    """409 ``pipeline-not-running`` unless the pipeline a runtime belongs to is ``ready`` (running or startable)."""
+    require(status == "ready", ConflictError(
+        f"pipeline {pipeline_id} of {what} is {status or 'gone'}, not running: its runtimes get no licence",
+        check="pipeline-not-running"))
+
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
 
@@ -190,9 +220,9 @@ class LicenceOperations(SMCore):
     def issue_host_licence(self, actor: Identity, peer_ip: str, *, image_digest: str, artefact_id: str,
                            user_id: str, nonce: str, renews: str | None = None) -> dict[str, Any]:
         """Step 4 for in-process callers: the response as a dict (see ``issue_host_licence_json``)."""
-        return cast(dict[str, Any], json.loads(self.issue_host_licence_json(
+        return cast(dict[str, Any], safejson.loads(self.issue_host_licence_json(
             actor, peer_ip, image_digest=image_digest, artefact_id=artefact_id, user_id=user_id, nonce=nonce,
-            renews=renews)))
+            renews=renews), what="host licence response"))
 
     def issue_host_licence_json(self, actor: Identity, peer_ip: str, *, image_digest: str, artefact_id: str,
                                 user_id: str, nonce: str, renews: str | None = None) -> bytes:
@@ -255,23 +285,51 @@ class LicenceOperations(SMCore):
                                        "digest": digest}).one_or_none()
         pipeline = conn.execute(_READY_PIPELINE, {"user_id": user_id, "host_id": host_id, "artefact_id": artefact_id,
                                                   "digest": digest}).one_or_none()
-        members: tuple[str, ...] = ()
-        host_premises: tuple[str, ...] = ()
-        if pipeline is not None and pipeline.name is not None:
-            inputs = conn.execute(_MEMBERSHIPS, {"premise": pipeline.name, "host_id": host_id}).one()
-            members = tuple(sorted(inputs.members.split(" "))) if inputs.members else ()
-            host_premises = tuple(sorted(inputs.host_premises.split(" "))) if inputs.host_premises else ()
+        pipeline_part, members, host_premises = self._pipeline_part(conn, pipeline, host_id)
         reads = _LicenceReads(
             artefact=_part(row, "a_", ARTEFACTS), host=_part(row, "h_", HOSTS), user=_part(row, "u_", USERS),
             image_artefact=row.image_artefact if row is not None else None,
-            pipeline=SimpleNamespace(**row_dict(pipeline)) if pipeline is not None else None,
-            members=members, host_premises=host_premises)
+            pipeline=pipeline_part, members=members, host_premises=host_premises)
         with self.licence_reads_lock:
             if self.licence_reads_generation == generation:
                 if len(self.licence_reads) >= _LICENCE_READS_LIMIT:
                     self.licence_reads.clear()
                 self.licence_reads[key] = reads
         return reads
+
+    @staticmethod
+    def _pipeline_part(conn: Any, pipeline: Any, host_id: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+        """A ready pipeline's row as the reads keep it, with its premise's members and the host's premises."""
+        if pipeline is None:
+            return None, (), ()
+        members: tuple[str, ...] = ()
+        host_premises: tuple[str, ...] = ()
+        if pipeline.name is not None:
+            inputs = conn.execute(_MEMBERSHIPS, {"premise": pipeline.name, "host_id": host_id}).one()
+            members = tuple(sorted(inputs.members.split(" "))) if inputs.members else ()
+            host_premises = tuple(sorted(inputs.host_premises.split(" "))) if inputs.host_premises else ()
+        return SimpleNamespace(**row_dict(pipeline)), members, host_premises
+
+    def _renewed_runtime_reads(self, conn: Any, reads: _LicenceReads, renews: str, host_id: str, nonce: str,
+                               fingerprint: str, user_id: str, artefact_id: str, digest: str) -> _LicenceReads:
+        """Check the licence a renewal names, and the reads for the pipeline its runtime belongs to.
+
+        The runtime stays in the pipeline of the licence it renews: once that pipeline is stopped or
+        aborted there is no renewal, even if another ready pipeline of the user has the same stage.
+        """
+        previous = conn.execute(_RENEWED, {"jti": renews}).one_or_none()
+        require(previous is not None and previous.kind == "host" and previous.host_id == host_id
+                and previous.nonce == nonce and previous.request_fingerprint == fingerprint,
+                ConflictError(f"licence {renews} is not a host licence of this runtime", check="renewal"))
+        require(previous.revoked_at is None, Forbidden(f"licence {renews} is revoked", check="revoked"))
+        require_pipeline_running(previous.pipeline_id, previous.pipeline_status, f"licence {renews}")
+        if reads.pipeline is not None and reads.pipeline.pipeline_id == previous.pipeline_id:
+            return reads
+        row = conn.execute(_READY_PIPELINE_BY_ID, {"pipeline_id": previous.pipeline_id, "user_id": user_id,
+                                                   "host_id": host_id, "artefact_id": artefact_id,
+                                                   "digest": digest}).one_or_none()
+        pipeline, members, host_premises = self._pipeline_part(conn, row, host_id)
+        return dataclasses.replace(reads, pipeline=pipeline, members=members, host_premises=host_premises)
 
     def _presign(self, host_id: str, peer_ip: str, artefact_id: str, user_id: str, digest: str, nonce: str,
                  renews: str | None, now: float) -> _Presigned | None:
@@ -360,18 +418,14 @@ class LicenceOperations(SMCore):
             found(reads.image_artefact, "image", image_digest)
             require(reads.image_artefact == artefact_id,
                     NotFoundError(f"image {image_digest} is not an image of artefact {artefact_id}"))
+            if renews is not None:
+                reads = self._renewed_runtime_reads(conn, reads, renews, host.host_id, nonce, fingerprint, user_id,
+                                                    artefact_id, image_digest)
             pipeline = reads.pipeline
             require(pipeline is not None, Forbidden(
                 f"user {user_id} has no verified pipeline running {artefact_id} ({image_digest}) on host "
                 f"{host.host_id}", check="no-pipeline"))
             assert pipeline is not None  # checked by require() above; narrows the type
-            if renews is not None:
-                previous = conn.execute(_RENEWED, {"jti": renews}).one_or_none()
-                require(previous is not None and previous.kind == "host" and previous.host_id == host.host_id
-                        and previous.nonce == nonce and previous.request_fingerprint == fingerprint,
-                        ConflictError(f"licence {renews} is not a host licence of this runtime", check="renewal"))
-                require(previous is not None and previous.revoked_at is None,
-                        Forbidden(f"licence {renews} is revoked", check="revoked"))
             require(pipeline.name is not None, NotFoundError(f"premise {pipeline.premise!r} does not exist"))
             running = self.instances.running(conn, generation=generation, head_seq=int(head.seq),
                                              artefact_id=artefact_id, exclude=(host.host_id, nonce), now=now)
@@ -416,15 +470,18 @@ class LicenceOperations(SMCore):
 
     def _replayed(self, row: Any, fingerprint: str) -> dict[str, Any]:
         """The response stored for a request key (a retry), or 409 when the parameters differ."""
-        return cast(dict[str, Any], json.loads(self._replayed_json(row, fingerprint)))
+        return cast(dict[str, Any], safejson.loads(self._replayed_json(row, fingerprint),
+                                                   what="stored licence response"))
 
     def _replayed_json(self, row: Any, fingerprint: str) -> bytes:
         if row.request_fingerprint != fingerprint:
             raise ConflictError(f"nonce {row.nonce} was already used by this host for another request "
                                 f"(licence {row.jti}); use a fresh nonce", check="nonce-replay")
-        # A retry must not hand back what a revocation (of the licence, its artefact, host or user) took away.
+        # A retry must not hand back what a revocation (of the licence, its artefact, host or user) took away,
+        # nor a licence of a pipeline that is no longer running.
         if row.revoked_at is not None:
             raise LicenceError(f"licence {row.jti} is revoked", check="revoked")
+        require_pipeline_running(row.pipeline_id, row.pipeline_status, f"licence {row.jti}")
         return self.box.open(row.response, row.jti)
 
     def _intermediate_pem(self) -> str:
@@ -504,8 +561,11 @@ class LicenceOperations(SMCore):
             user = found(session.get(User, runtime.user_id), "user", runtime.user_id)
             require(not user.revoked, Forbidden(f"user {user.user_id} is revoked", check="revoked"))
             pipeline = session.get(Pipeline, record.pipeline_id) if record.pipeline_id else None
-            premise_name = pipeline.premise if pipeline is not None else ""
-            premise = found(session.get(Premise, premise_name), "premise", premise_name)
+            # The runtime belongs to the pipeline of its host licence: stopped or aborted, it gets nothing.
+            require_pipeline_running(record.pipeline_id, pipeline.status if pipeline is not None else None,
+                                     f"host licence {host_jti}")
+            assert pipeline is not None  # checked above; narrows the type
+            premise = found(session.get(Premise, pipeline.premise), "premise", pipeline.premise)
             running = self.instances.running(session.connection(), generation=int(state.generation),
                                              head_seq=int(state.seq), artefact_id=artefact.artefact_id,
                                              exclude=(host.host_id, runtime.nonce), now=now)

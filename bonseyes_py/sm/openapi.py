@@ -17,6 +17,16 @@ DIGEST = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
 PEM = {"type": "string", "maxLength": 65536}
 STRINGS = {"type": "array", "items": {"type": "string"}}
 ERROR_STATUSES = ("400", "403", "404", "409", "413", "422", "424")
+# A marketplace names the owner it acts for when it changes an artefact (required of it; an admin may).
+OWNER = {**NAME, "description": "the artefact's owner the caller acts for: required of a marketplace, which "
+                                "may act only on artefacts it registered; checked when an admin gives it"}
+TERMS = {"requires_gpu": {"type": "boolean"},
+         "max_instances": {"type": "integer", "minimum": 0, "maximum": 2**40},
+         "allowed_premises": {"type": "array", "items": NAME, "maxItems": 100},
+         "allowed_hosts": {"type": "array", "items": NAME, "maxItems": 1000},
+         "not_before": {"type": "integer", "minimum": 0, "maximum": 2**40},
+         "not_after": {"type": "integer", "minimum": 0, "maximum": 2**40},
+         "licence_seconds": {"type": "integer", "minimum": 0, "maximum": 2**40}}
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = (), additional: bool = False) -> dict[str, Any]:
@@ -64,13 +74,7 @@ SCHEMAS: dict[str, Any] = {
                                 "ip": {"type": "string"}, "bm_port": {"type": "integer"},
                                 "online_since": {"type": ["number", "null"]}, "ttl_seconds": {"type": "integer"}},
                                ("host_id", "available", "ip", "ttl_seconds")),
-    "Terms": _object({"requires_gpu": {"type": "boolean"},
-                      "max_instances": {"type": "integer", "minimum": 0, "maximum": 2**40},
-                      "allowed_premises": {"type": "array", "items": NAME, "maxItems": 100},
-                      "allowed_hosts": {"type": "array", "items": NAME, "maxItems": 1000},
-                      "not_before": {"type": "integer", "minimum": 0, "maximum": 2**40},
-                      "not_after": {"type": "integer", "minimum": 0, "maximum": 2**40},
-                      "licence_seconds": {"type": "integer", "minimum": 0, "maximum": 2**40}}),
+    "Terms": _object(TERMS),
     "RegisterArtefact": _object({"artefact_id": NAME, "owner": NAME, "digest": DIGEST,
                                  "terms": {"$ref": "#/components/schemas/Terms"}},
                                 ("artefact_id", "owner", "digest")),
@@ -81,7 +85,8 @@ SCHEMAS: dict[str, Any] = {
                              {"digest": {"type": "string"}, "image_id_token": {"type": "string"}},
                              ("digest", "image_id_token"))}},
                         ("artefact_id", "owner", "artefact_id_token", "revoked", "images")),
-    "AddImage": _object({"digest": DIGEST}, ("digest",)),
+    "AddImage": _object({"digest": DIGEST, "owner": OWNER}, ("digest",)),
+    "SetTerms": _object({**TERMS, "owner": OWNER}),
     "Image": _object({"digest": {"type": "string"}, "artefact_id": {"type": "string"},
                       "image_id_token": {"type": "string"}}, ("digest", "artefact_id", "image_id_token")),
     "PutPremise": _object({"policy": {"type": "string", "maxLength": 262144},
@@ -219,7 +224,7 @@ def _document() -> dict[str, Any]:
             "addImage", ("marketplace", "admin"), "Image", status="201", body="AddImage",
             params=(_path_param("artefact_id"),))},
         "/v1/artefacts/{artefact_id}/terms": {"put": _operation(
-            "setTerms", ("marketplace", "admin"), "Artefact", body="Terms", params=(_path_param("artefact_id"),))},
+            "setTerms", ("marketplace", "admin"), "Artefact", body="SetTerms", params=(_path_param("artefact_id"),))},
         "/v1/premises/{name}": {
             "put": _operation("putPremise", ("admin",), "Premise", body="PutPremise", params=(_path_param("name"),)),
             "get": _operation("getPremise", ("admin",), "Premise",
@@ -239,7 +244,8 @@ def _document() -> dict[str, Any]:
         "/v1/artefact-ids": {"post": _operation("reserveArtefactId", ("marketplace",), "ArtefactIdReservation",
                                                 status="201", body="ReserveArtefactId")},
         "/v1/artefact-ids/{name}": {"delete": _operation("releaseArtefactId", ("marketplace", "admin"),
-                                                         "ArtefactIdRelease", params=(_path_param("name"),))},
+                                                         "ArtefactIdRelease",
+                                                         params=(_path_param("name"), _query("owner", OWNER)))},
         "/v1/ca/chain": {"get": _operation("caChain", ANY, None, content_type="application/x-pem-file")},
         "/v1/licences/host": {"post": _operation("issueHostLicence", ("host",), "HostLicence", status="201",
                                                  body="HostLicenceRequest")},

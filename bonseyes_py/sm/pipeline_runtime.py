@@ -32,7 +32,8 @@ import urllib3
 from flask import Flask, Response, jsonify
 from sqlalchemy import Table, delete, insert, select, update
 
-from bonseyes_py.errors import BonseyesError
+from bonseyes_py import safejson
+from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint, BonseyesModuleError
 from bonseyes_py.sm.core import Forbidden, found
@@ -78,8 +79,8 @@ class BMRuntimeClient:
         finally:
             pool.close()
         try:
-            answer = json.loads(response.data)
-        except ValueError:
+            answer = safejson.loads(response.data, what=f"answer of the BM of host {endpoint.host_id}")
+        except InputError:
             answer = {}
         if response.status >= 400:
             raise BonseyesModuleError(f"BM of host {endpoint.host_id} refused {path} ({response.status} "
@@ -111,7 +112,8 @@ class PipelineRuntime:
         with self.sm.read_engine.connect() as connection:
             rows = connection.execute(select(runtimes_table).where(runtimes_table.c.pipeline_id == pipeline_id)
                                       .order_by(runtimes_table.c.position)).mappings().all()
-        stages = [{**dict(row), "timings": json.loads(row["timings"] or "{}")} for row in rows]
+        stages = [{**dict(row), "timings": safejson.loads(row["timings"] or "{}", what="stage timings")}
+                  for row in rows]
         return {"pipeline_id": pipeline_id, "status": pipeline.status, "reason": pipeline.reason, "stages": stages}
 
     def _set(self, pipeline_id: str, position: int, **values: Any) -> None:

@@ -4,7 +4,8 @@ A user asks for a pipeline on a premise: stages map artefacts to hosts. The poli
 pipeline is recorded as ``verifying`` and committed; then the SM asks each BM to fetch its images
 by digest and report the digests it computed, and checks each against the digest in the SM-signed
 image ID. Any mismatch, unknown answer or unreachable BM aborts the pipeline, and every BM of the
-pipeline is told to remove the images. Only a ``ready`` pipeline lets its hosts get licences.
+pipeline is told to remove the images. Only a ``ready`` pipeline lets its hosts get licences, and
+only a pipeline still ``verifying`` becomes ready (one its user stopped meanwhile stays stopped).
 """
 
 from __future__ import annotations
@@ -176,7 +177,12 @@ class PipelineOperations(SMCore):
             for stage_row in session.execute(select(PipelineStage).where(
                     PipelineStage.pipeline_id == pipeline_id)).scalars():
                 stage_row.reported_digest = reported.get(stage_row.id)
-            found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id).status = "ready"
+            pipeline = found(session.get(Pipeline, pipeline_id, with_for_update=True), "pipeline", pipeline_id)
+            if pipeline.status != "verifying":
+                # Stopped by its user while the BMs fetched: it stays stopped and never becomes ready.
+                self.audit(session, actor, "pipeline-not-ready", pipeline_id, status=pipeline.status)
+                return
+            pipeline.status = "ready"
             self.audit(session, actor, "pipeline-ready", pipeline_id, digests_verified=len(reported))
 
     def _fetch_everywhere(self, by_host: dict[str, list[tuple[PipelineStage, Image]]],
