@@ -23,13 +23,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from jwt.utils import base64url_encode
 
-from bonseyes_py.errors import CertificateError, LicenceError
+from bonseyes_py import safejson
+from bonseyes_py.errors import CertificateError, InputError, LicenceError
 from bonseyes_py.pki.certs import load_der_certificate
 from bonseyes_py.pki.keys import KeyAlgorithm, PrivateKey, PublicKey, algorithm_of
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.pki.verify import TrustStore, utcnow, verify_certificate
 
 MAX_TOKEN_BYTES = 64 * 1024
+# Decoded bounds, checked before parsing. A header is alg, typ and at most three x5c certificates: about
+# 2.5 KB for ECDSA/Ed25519 chains, 5 KB for three RSA-3072 certificates. The payload is bounded by the
+# token anyway; licences (claims, runtime ID, cnf key) are a few KB.
+MAX_HEADER_BYTES = 16 * 1024
+MAX_PAYLOAD_BYTES = MAX_TOKEN_BYTES
 MAX_X5C_CERTS = 3
 DEFAULT_LEEWAY = dt.timedelta(seconds=30)
 
@@ -133,6 +139,18 @@ def _b64url_decode(segment: str, what: str) -> bytes:
     return decoded
 
 
+def _parse_json(data: bytes, what: str, max_bytes: int) -> Any:
+    """Bounded parse of a decoded segment. Oversized or too deeply nested JSON is an ``InputError``
+    (``json-too-large``/``json-too-deep``, a 400 over HTTP); anything else unparsable stays a licence
+    ``format`` failure."""
+    try:
+        return safejson.loads(data, what=f"token {what}", max_bytes=max_bytes)
+    except InputError as exc:
+        if exc.check in ("json-too-large", "json-too-deep"):
+            raise
+        raise LicenceError(f"token {what} is not JSON", check="format") from exc
+
+
 def _split(token: str | bytes) -> tuple[str, str, str]:
     if isinstance(token, bytes):
         try:
@@ -154,10 +172,7 @@ def _parse_header(segment: str) -> tuple[dict[str, Any], list[x509.Certificate]]
     cached = _HEADER_CACHE.get(segment)
     if cached is not None:
         return cached
-    try:
-        header = json.loads(_b64url_decode(segment, "header"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise LicenceError("token header is not JSON", check="format") from exc
+    header = _parse_json(_b64url_decode(segment, "header"), "header", MAX_HEADER_BYTES)
     if not isinstance(header, dict):
         raise LicenceError("token header is not a JSON object", check="format")
     algorithm = header.get("alg")
@@ -201,10 +216,7 @@ def verify_jws(token: str | bytes, trust: TrustStore, *, typ: str, signer_roles:
     signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
     if not _jws.get_algorithm_by_name(algorithm).verify(signing_input, public_key, signature):
         raise LicenceError("signature does not verify", check="signature")
-    try:
-        claims = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise LicenceError("payload is not JSON", check="format") from exc
+    claims = _parse_json(payload, "payload", MAX_PAYLOAD_BYTES)
     if not isinstance(claims, dict):
         raise LicenceError("payload is not a JSON object", check="format")
     missing = [name for name in required_claims if name not in claims]

@@ -24,7 +24,7 @@ from bonseyes_py.errors import BonseyesError
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../bonseyes_py
 # What BL imports; a change to any of these files gives a new cache key.
-SOURCES = ("bl", "errors.py", "jose.py", "licences.py", "identity", "pki")
+SOURCES = ("bl", "errors.py", "safejson.py", "jose.py", "licences.py", "identity", "pki")
 EXECUTABLE_NAME = "bonseyes-layer"
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import json
 import os
 import signal
 import sys
@@ -35,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bonseyes_py import safejson
 from bonseyes_py.bl import layout
+from bonseyes_py.errors import InputError
 
 if TYPE_CHECKING:  # imported when the payload starts, after BM's acceptance: off BL's critical path
     import subprocess
@@ -78,9 +79,9 @@ class Original:
 
 def read_metadata(path: str = layout.METADATA) -> tuple[str, Original]:
     try:
-        metadata = json.loads(Path(path).read_text())
+        metadata = safejson.load_object_file(path, what=f"BL metadata {path}")
         return str(metadata["artefact"]), Original.from_json(metadata["original"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (InputError, ValueError, KeyError, TypeError) as exc:
         raise LayerError("metadata", f"cannot read {path}: {exc}", EXIT_CONFIG) from exc
 
 

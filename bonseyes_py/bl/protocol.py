@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bonseyes_py import safejson
 from bonseyes_py.bl import layout
+from bonseyes_py.errors import InputError
 
 RUNTIME_KEY = f"{layout.LICENCE_DIR}/runtime.key"
 RUNTIME_CHAIN = f"{layout.LICENCE_DIR}/runtime.pem"
@@ -82,8 +84,10 @@ def client_context() -> ssl.SSLContext:
 def relay_sockets() -> dict[str, str]:
     """BM's relay map (``host:port`` or ``listen`` -> socket path); empty when the container has a network."""
     try:
-        relay = json.loads(Path(ENDPOINTS).read_text()).get("relay") or {}
-    except (OSError, ValueError, AttributeError):
+        relay = safejson.load_object_file(ENDPOINTS, what="endpoints file").get("relay") or {}
+    except InputError:
+        return {}
+    if not isinstance(relay, dict):
         return {}
     return {str(key): f"{layout.NET_DIR}/{Path(str(name)).name}" for key, name in relay.items()}
 
@@ -126,13 +130,19 @@ def read_host_licence() -> str:
     return token.strip().decode()
 
 
+def _unverified_claims(payload: str) -> dict[str, Any]:
+    """The decoded (never verified) claims of a licence payload segment, bounded like every JSON read."""
+    return safejson.loads_object(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
+                                 what="host licence payload", max_bytes=MAX_LICENCE_BYTES)
+
+
 def current_host_licence_id() -> str:
     """The ``jti`` of the host licence BM mounted now (unverified: only to notice that BM renewed it)."""
     try:
         payload = read_host_licence().split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = _unverified_claims(payload)
         return str(claims.get("jti", ""))
-    except (OSError, ValueError, IndexError, AttributeError, ProtocolError):
+    except (OSError, ValueError, IndexError, AttributeError, ProtocolError, InputError):
         return ""  # unreadable now: the renewal itself reports why
 
 
@@ -166,9 +176,10 @@ def _exchange(connection: http.client.HTTPSConnection, url: str, path: str, body
     response = connection.getresponse()
     raw = response.read(MAX_ANSWER_BYTES + 1)
     try:
-        answer = json.loads(raw)
-    except ValueError as exc:
-        raise ProtocolError("answer", f"{what} answered {response.status} with non-JSON", final=False) from exc
+        answer = safejson.loads(raw, what=f"answer of {what}", max_bytes=MAX_ANSWER_BYTES)
+    except InputError as exc:
+        raise ProtocolError("answer", f"{what} answered {response.status} with unusable JSON: {exc.args[0]}",
+                            final=False) from exc
     if response.status >= 400 or not isinstance(answer, dict):
         check = answer.get("error", "refused") if isinstance(answer, dict) else "refused"
         message = answer.get("message", "") if isinstance(answer, dict) else ""
@@ -257,11 +268,11 @@ class EarlySMRequest:
     def _sm_call(self) -> None:
         try:
             self.token = read_host_licence()
-            endpoints = json.loads(Path(ENDPOINTS).read_text())
+            endpoints = safejson.load_object_file(ENDPOINTS, what="endpoints file")
             # The cheap precheck authorize() repeats: BM's URL must be at the licence's host IP
             # (decoded, not verified: it only spares the SM a call that would be thrown away).
             payload = self.token.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            claims = _unverified_claims(payload)
             self.bm_url = str(endpoints.get("bm_url", ""))
             if urlsplit(self.bm_url).hostname != claims["runtime"]["host_ip"]:
                 self.error = "BM URL is not at the licence's host IP"
@@ -280,7 +291,7 @@ class EarlySMRequest:
                 response = connection.getresponse()
                 raw = response.read(MAX_ANSWER_BYTES + 1)
                 self.status = response.status
-                self.answer = json.loads(raw)
+                self.answer = safejson.loads(raw, what="answer of SM", max_bytes=MAX_ANSWER_BYTES)
             finally:
                 connection.close()
         except Exception as exc:  # any failure: authorize() makes the call itself and reports it
@@ -341,7 +352,7 @@ def authorize(artefact: str, host_claims: dict[str, Any], host_licence: str,
     timings = dict(timings or {})
     began = time.perf_counter()
     try:
-        endpoints = json.loads(Path(ENDPOINTS).read_text())
+        endpoints = safejson.load_object_file(ENDPOINTS, what="endpoints file")
         chain = load_certificate_chain(Path(RUNTIME_CHAIN).read_bytes())
         runtime = RuntimeID.from_claim(host_claims["runtime"])
         # 1. The key material BM handed in is the one the SM bound to this licence (the licence itself

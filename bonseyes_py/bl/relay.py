@@ -42,7 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from bonseyes_py import safejson
 from bonseyes_py.bl import layout, protocol
+from bonseyes_py.errors import InputError
 
 MAX_FRAME = 64 * 1024
 HANDSHAKE_SECONDS = 15.0
@@ -237,7 +239,11 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     size = struct.unpack("!I", await reader.readexactly(4))[0]
     if size > MAX_FRAME:
         raise RelayRefused(f"licence frame of {size} bytes exceeds {MAX_FRAME}")
-    value = json.loads(await reader.readexactly(size))
+    data = await reader.readexactly(size)
+    try:
+        value = safejson.loads(data, what="licence frame", max_bytes=MAX_FRAME)
+    except InputError as exc:
+        raise RelayRefused(exc.args[0]) from exc
     if not isinstance(value, dict):
         raise RelayRefused("licence frame is not a JSON object")
     return value

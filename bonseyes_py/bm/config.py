@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import InputError
 
 CONFIG_NAME = "bm.json"
@@ -85,7 +86,7 @@ class BMConfig:
         if not path.exists():
             raise InputError(f"no Bonseyes Module in {directory}: {path} is missing; run `bonseyes bm enrol` first",
                              check="bm-missing")
-        data = json.loads(path.read_text())
+        data = safejson.load_object_file(path, what=f"Bonseyes Module configuration {path}")
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data.update({k: v for k, v in overrides.items() if v is not None})

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from bonseyes_py import safejson
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.errors import InputError
 from bonseyes_py.identity.hardware import collect_hardware_facts
@@ -59,7 +60,7 @@ def enrol_host(directory: Path | str, *, sm_url: str, ca_bundle: Path, owner: Ow
     if response.status_code != 201:
         raise InputError(f"SM refused the host registration ({response.status_code}): {response.text[:300]}",
                          check="host-registration")
-    answer = response.json()
+    answer = safejson.loads_object(response.content, what="SM answer to POST /v1/hosts")
     config = BMConfig(directory=directory, host_id=answer["host_id"], sm_url=sm_url, bind_ip=bind_ip, port=port,
                       registry=registry, **settings)
     config.ensure_private_dirs()

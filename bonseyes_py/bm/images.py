@@ -35,6 +35,7 @@ import docker
 import docker.errors
 import requests
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.identity.ids import check_digest
 from bonseyes_py.pki.keys import write_public_file
@@ -138,7 +139,11 @@ class ImageStore:
         while url and len(repositories) < MAX_REPOSITORIES:
             response = self.session.get(url, timeout=self.timeout)
             response.raise_for_status()
-            repositories += [str(r) for r in response.json().get("repositories") or []]
+            page = safejson.loads_object(response.content, what="registry catalogue page")
+            listed = page.get("repositories") or []
+            if not isinstance(listed, list):
+                raise InputError("registry catalogue page: repositories is not a list", check="json")
+            repositories += [str(r) for r in listed]
             following = response.links.get("next", {}).get("url")
             url = f"{self.registry_url}{following}" if following and following.startswith("/") else following
         return repositories
@@ -157,7 +162,7 @@ class ImageStore:
                     with self._lock:
                         self._repositories[digest] = repository
                     return repository
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, InputError) as exc:
             raise ImageError(f"registry {self.registry} did not answer: {exc}", check="registry") from exc
         raise ImageError(f"no repository of registry {self.registry} holds {digest}", check="image-not-found")
 

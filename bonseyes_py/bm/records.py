@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py import safejson
+from bonseyes_py.errors import InputError
 from bonseyes_py.pki.keys import write_public_file, write_secret_file
 
 # File names inside the runtime directory (BL reads them under /run/bonseyes).
@@ -83,8 +85,8 @@ class RecordStore:
         found = []
         for path in sorted(self.records.glob("*.json")):
             try:
-                found.append(RuntimeRecord.from_dict(json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError):
+                found.append(RuntimeRecord.from_dict(safejson.load_object_file(path, what=f"runtime record {path}")))
+            except (InputError, ValueError, TypeError):
                 path.unlink(missing_ok=True)
         return found
 

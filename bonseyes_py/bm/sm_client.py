@@ -11,6 +11,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from bonseyes_py import safejson
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.errors import BonseyesError, CertificateError, InputError, LicenceError, PolicyDenied
 
@@ -63,14 +64,14 @@ class SMClient:
             raise SMUnavailable(f"SM answer to {path} exceeds {MAX_ANSWER_BYTES} bytes")
         if response.status_code >= 400:
             try:
-                error = response.json()
+                error = safejson.loads_object(response.content, what=f"SM error answer to {path}")
                 check, message = str(error.get("error", "http")), str(error.get("message", ""))
-            except ValueError:
+            except InputError:
                 check, message = "http", response.text[:200]
             raise SMRefused(f"SM refused {method} {path} ({response.status_code}): {message}", check=check,
                             status=response.status_code)
         if response.headers.get("Content-Type", "").startswith("application/json"):
-            return response.json()
+            return safejson.loads(response.content, what=f"SM answer to {method} {path}")
         return response.content
 
     def heartbeat(self) -> dict[str, Any]:

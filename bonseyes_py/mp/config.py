@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import InputError
 
 CONFIG_NAME = "mp.json"
@@ -90,7 +91,7 @@ class MPConfig:
         if not path.exists():
             raise InputError(f"no Marketplace in {directory}: {path} is missing; run `bonseyes mp init` first",
                              check="mp-missing")
-        data = json.loads(path.read_text())
+        data = safejson.load_object_file(path, what=f"Marketplace configuration {path}")
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data.update({k: v for k, v in overrides.items() if v is not None})

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import InputError
 from bonseyes_py.mp.config import CONFIG_NAME, MPConfig
 from bonseyes_py.mp.registry import RegistryProcess
@@ -45,7 +46,7 @@ def _enrol_with_sm(sm_url: str, name: str, csr: str, admin_certificate: Path, ad
     if response.status_code != 201:
         raise InputError(f"SM refused to enrol marketplace {name}: {response.status_code} {response.text[:300]}",
                          check="enrol")
-    body = response.json()
+    body = safejson.loads_object(response.content, what="SM answer to POST /v1/services")
     chain = [c for c in load_certificate_chain(body["chain"].encode()) if c.subject != c.issuer]
     return load_certificate(body["certificate"].encode()), chain
 

@@ -13,7 +13,8 @@ from typing import Protocol
 import requests
 from cryptography import x509
 
-from bonseyes_py.errors import BonseyesError
+from bonseyes_py import safejson
+from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.identity import ids
 from bonseyes_py.licences import LicenceIssuer
 from bonseyes_py.mp.errors import RegistrationError
@@ -97,7 +98,11 @@ class HttpsArtefactSigner:
         response = self.request("POST", path, body)
         if response.status_code != 201:
             raise _refusal(path, response)
-        token = response.json().get(field)
+        try:
+            answer = safejson.loads_object(response.content, what=f"SM reply to {path}", max_bytes=64 * 1024)
+        except InputError as exc:
+            raise RegistrationError(str(exc.args[0]), check="signing") from exc
+        token = answer.get(field)
         if not isinstance(token, str):
             raise RegistrationError(f"SM reply to {path} carries no {field}", check="signing")
         return token
@@ -159,9 +164,9 @@ class HttpsArtefactSigner:
 def _refusal(path: str, response: requests.Response) -> RegistrationError:
     """The SM's refusal as a registration error that keeps the SM's check (``name-taken``, ``revoked``...)."""
     try:
-        body = response.json()
+        body = safejson.loads_object(response.content, what=f"SM refusal of {path}", max_bytes=64 * 1024)
         check, message = str(body["error"]), str(body.get("message", ""))
-    except (ValueError, KeyError, TypeError):
+    except (InputError, KeyError):
         check, message = "signing", response.text[:200]
     if check not in ("name-taken", "artefact-exists", "revoked", "not-found"):
         check = "signing"

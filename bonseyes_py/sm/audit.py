@@ -23,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.orm import Session
 
+from bonseyes_py import safejson
 from bonseyes_py.sm.fastsql import FastConnection
 from bonseyes_py.sm.models import AuditEntry, AuditHead
 
@@ -54,6 +55,16 @@ _UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 Writer = Session | Connection | FastConnection
 
 
+def _normalised(details: dict[str, Any] | None) -> dict[str, Any]:
+    """``details`` as the JSON it is stored as (tuples become lists, keys strings), so the hash of an
+    entry is the same before and after a database round trip. This parses the SM's own serialisation,
+    hence bounds that only a broken caller could reach: the size of the text, and a depth well past
+    what bounded request bodies (MAX_DEPTH) plus the few levels ``details`` adds can reach."""
+    text = json.dumps(details or {}, sort_keys=True)
+    return safejson.loads_object(text, what="audit details", max_bytes=max(len(text), 1),
+                                 max_depth=4 * safejson.MAX_DEPTH)
+
+
 def _connection(session: Writer) -> Connection | FastConnection:
     return session.connection() if isinstance(session, Session) else session
 
@@ -83,7 +94,7 @@ def append(session: Writer, *, actor: str, action: str, subject: str, outcome: s
         head = lock_chain(session)
     record = {"seq": head.seq + 1, "at_ms": int(time.time() * 1000), "actor": actor, "action": action,
               "subject": subject, "outcome": outcome, "policy_revision": policy_revision,
-              "details": json.loads(json.dumps(details or {}, sort_keys=True)), "prev_hash": head.entry_hash}
+              "details": _normalised(details), "prev_hash": head.entry_hash}
     digest = entry_digest(record)
     connection = _connection(session)
     connection.execute(_INSERT_ENTRY, {**record, "entry_hash": digest})

@@ -21,7 +21,8 @@ from typing import Protocol
 
 import urllib3
 
-from bonseyes_py.errors import BonseyesError
+from bonseyes_py import safejson
+from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.web.tls import client_ssl_context
 
 MAX_BM_RESPONSE_BYTES = 1024 * 1024
@@ -78,9 +79,10 @@ class HttpsBonseyesModuleClient:
             raise BonseyesModuleError(f"BM of host {endpoint.host_id} answered {response.status} to {path}: "
                                       f"{raw[:200].decode(errors='replace')}")
         try:
-            answer = json.loads(raw)
-        except ValueError as exc:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent invalid JSON") from exc
+            answer = safejson.loads(raw, what=f"answer of the BM of host {endpoint.host_id}",
+                                    max_bytes=MAX_BM_RESPONSE_BYTES)
+        except InputError as exc:
+            raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent invalid JSON: {exc.args[0]}") from exc
         if not isinstance(answer, dict):
             raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent a non-object answer")
         return answer

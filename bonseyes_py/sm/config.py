@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import InputError
 
 CONFIG_NAME = "sm.json"
@@ -91,7 +92,7 @@ class SMConfig:
         if not path.exists():
             raise InputError(f"no Security Manager in {directory}: {path} is missing; run init_sm first",
                              check="sm-missing")
-        data = json.loads(path.read_text())
+        data = safejson.load_object_file(path, what=f"Security Manager configuration {path}")
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data.update({k: v for k, v in overrides.items() if v is not None})

@@ -7,7 +7,6 @@ current CRL, so a revoked certificate that still passes the TLS handshake is ref
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from cryptography import x509
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.pki.verify import TrustStore, verify_certificate
@@ -60,10 +60,9 @@ def json_body() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw:
         raise InputError("request body is empty; a JSON object is required", check="json")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"request body is not valid JSON: {exc}", check="json") from exc
+    # Flask's MAX_CONTENT_LENGTH bounds the size before this point; safejson bounds the nesting (a deep
+    # body is a 400 json-too-deep, never a RecursionError) and any size beyond its own default.
+    body = safejson.loads(raw, what="request body")
     if not isinstance(body, dict):
         raise InputError("request body must be a JSON object", check="json")
     return body

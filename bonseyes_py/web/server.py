@@ -2,7 +2,10 @@
 
 ``WSGIServer`` is a gunicorn application configured from ``ServerSettings`` rather than from a
 command line, so the SM, the Marketplace and test peers start the same way. The ``ssl_context``
-server hook returns the per-process cached context of ``bonseyes_py.web.tls``.
+server hook returns the per-process cached context of ``bonseyes_py.web.tls``. The workers are
+gunicorn's ``gthread``/``sync`` ones with JSON error bodies (``bonseyes_py.web.workers``), so even
+what gunicorn refuses itself (URI too long, header fields too large, malformed request line) answers
+``{"error": <check>, "message": ...}``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from bonseyes_py.web.tls import PeerMiddleware, WSGIApp, server_ssl_context
+from bonseyes_py.web.workers import WORKERS, worker_class_for
 
-WORKER_CLASSES = ("gthread", "sync")
+WORKER_CLASSES = tuple(WORKERS)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class WSGIServer(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any] = {
             "bind": [s.bind],
             "workers": s.workers,
-            "worker_class": s.worker_class,
+            "worker_class": worker_class_for(s.worker_class, s.threads),
             "threads": s.threads,
             "timeout": s.timeout,
             "graceful_timeout": s.graceful_timeout,

@@ -105,6 +105,8 @@ class BonseyesModule:
         """
         import requests  # bonseyes_py depends on requests: present whenever HAS_BONSEYES_PY
 
+        from bonseyes_py import safejson  # bounded JSON: a deeply nested answer is an error, not a traceback
+
         url = self.params["sm_url"].rstrip("/") + path
         if not url.startswith("https://"):
             self.fail(msg=f"sm_url {self.params['sm_url']} is not https://; the Security Manager only speaks mTLS",
@@ -121,8 +123,8 @@ class BonseyesModule:
         if missing_ok and response.status_code == 404:
             return None
         try:
-            answer = response.json()
-        except ValueError:
+            answer = safejson.loads(response.content, what=f"the Security Manager's answer to {method} {path}")
+        except BonseyesError:  # not JSON, or too large or deep to parse: kept as text, as before
             answer = {"message": response.text[:300]}
         if response.status_code not in expect:
             check = answer.get("error", "sm-refused") if isinstance(answer, dict) else "sm-refused"

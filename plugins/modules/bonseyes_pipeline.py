@@ -144,7 +144,14 @@ import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 
-from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import BonseyesModule  # noqa: E402
+from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
+    HAS_BONSEYES_PY,
+    BonseyesModule,
+)
+
+if HAS_BONSEYES_PY:
+    from bonseyes_py import safejson
+    from bonseyes_py.errors import InputError
 
 STAGE_KEYS = ("position", "artefact_id", "host_id", "status", "reported_digest", "digest", "nonce", "detail",
               "container_id", "runtime_name", "port")
@@ -252,11 +259,10 @@ class PipelineModule(BonseyesModule):
         path = self._record_path()
         if not os.path.exists(path):
             return None
-        with open(path, encoding="utf-8") as handle:
-            try:
-                record = json.load(handle)
-            except ValueError as err:
-                self.fail(msg=f"pipeline record {path} is not JSON: {err}", check="pipeline-record")
+        try:
+            record = safejson.load_file(path, what=f"pipeline record {path}")
+        except InputError as err:
+            self.fail(msg=err.args[0], check="pipeline-record")
         if not isinstance(record, dict) or not isinstance(record.get("pipeline_id"), str):
             self.fail(msg=f"pipeline record {path} holds no pipeline_id", check="pipeline-record")
         return record
