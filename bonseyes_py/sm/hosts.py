@@ -7,7 +7,10 @@ A host whose hardware ID changed gets a different name, and a request to re-regi
 name is refused: the old name's hardware is not this machine.
 
 Only the owner (or an admin) registers a host, and a user may name only premises she is a member
-of: registering, and re-registering, adds the host to those premises.
+of: registering, and re-registering, adds the host to those premises. A user learns nothing of
+premises she is not a member of: an unknown premise is the same 403 ``premise-member`` as another
+tenant's (an admin gets 404). Reading a host record, likewise: to a user or host, an unknown host
+ID and somebody else's host are the same 403 ``host-owner``.
 
 A host is available while its heartbeats arrive within ``heartbeat_ttl_seconds``; its address is
 the TLS peer address of its last heartbeat, never a value it claims.
@@ -29,7 +32,7 @@ from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.sm.core import Forbidden, SMCore, check_int, check_str_list, found, require
 from bonseyes_py.sm.models import Host, Premise, PremiseHost, PremiseUser, User
 from bonseyes_py.sm.users import record_certificate
-from bonseyes_py.web.errors import ConflictError, NotFoundError
+from bonseyes_py.web.errors import ConflictError
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +72,22 @@ class HostOperations(SMCore):
             user = found(session.get(User, owner.name), "owner", owner.name)
             require(not user.revoked, Forbidden(f"owner {owner.name} is revoked", check="revoked"))
             for premise in premises:
-                if session.get(Premise, premise) is None:
-                    raise NotFoundError(f"premise {premise!r} does not exist")
-                # A user puts hosts only into premises she is a member of; an admin into any.
-                require(actor.role is Role.ADMIN or session.get(PremiseUser, (premise, actor.name)) is not None,
-                        Forbidden(f"{actor.uri} is not a member of premise {premise} and cannot add hosts to it",
-                                  check="premise-member"))
+                if actor.role is Role.ADMIN:
+                    found(session.get(Premise, premise), "premise", premise)
+                else:
+                    # A user puts hosts only into premises she is a member of (an admin into any). A
+                    # membership implies the premise exists, so an unknown one gets this answer too.
+                    require(session.get(PremiseUser, (premise, actor.name)) is not None,
+                            Forbidden(f"{actor.uri} is not a member of premise {premise} and cannot add hosts "
+                                      f"to it", check="premise-member"))
             host = session.get(Host, host_name)
             if host is not None:
                 require(host.hardware_id == host_id.hardware_id,
                         ConflictError(f"host {host_name} is registered for other hardware", check="hardware-changed"))
+                # The name comes from the caller's own hardware ID; who else registered it is not hers to know.
                 require(host.owner == owner.name,
-                        ConflictError(f"host {host_name} belongs to {host.owner}", check="host-owner"))
+                        ConflictError(f"host {host_name} is registered to another owner"
+                                      + (f" ({host.owner})" if actor.role is Role.ADMIN else ""), check="host-owner"))
                 require(not host.revoked, Forbidden(f"host {host_name} is revoked", check="revoked"))
                 host.host_id_token = host_id_token
                 host.gpu_count = gpu_count
@@ -196,11 +203,15 @@ class HostOperations(SMCore):
 
     def get_host(self, actor: Identity, host_id: str) -> dict[str, Any]:
         with self.transaction() as session:
-            host = found(session.get(Host, host_id), "host", host_id)
-            if actor.role is Role.USER and actor.name != host.owner:
-                raise Forbidden(f"host {host_id} belongs to another user", check="host-owner")
-            if actor.role is Role.HOST and actor.name != host.host_id:
-                raise Forbidden("a host may only read its own record", check="host-owner")
+            host = session.get(Host, host_id)
+            # Unknown and not the caller's are one answer to anybody but an admin.
+            if actor.role is Role.HOST:
+                require(host is not None and actor.name == host.host_id,
+                        Forbidden("a host may only read its own record", check="host-owner"))
+            elif actor.role is not Role.ADMIN:
+                require(host is not None and actor.name == host.owner,
+                        Forbidden(f"host {host_id} is not a host of {actor.name}", check="host-owner"))
+            host = found(host, "host", host_id)
             return {"host_id": host.host_id, "hardware_id": host.hardware_id, "owner": host.owner,
                     "premises": self._premises_of(session, host_id), "gpu_count": host.gpu_count,
                     "gpu_models": list(host.gpu_models), "revoked": host.revoked, "ip": host.ip,

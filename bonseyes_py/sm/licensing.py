@@ -22,7 +22,9 @@ A runtime belongs to the pipeline its host licence names (``licences.pipeline_id
 pipeline is no longer ``ready`` (its user stopped it, or its start was aborted), its runtimes get
 no artefact licence, no renewal (which stays in the renewed licence's pipeline) and no retry of a
 stored licence: 409 ``pipeline-not-running``. A fresh host licence needs a ready pipeline with
-the requested stage (403 ``no-pipeline``).
+the requested stage (403 ``no-pipeline``), which is checked before the user the request names: a
+host learns whether a user exists, or is revoked, only for users with a pipeline on it.
+Stopping a pipeline also revokes the licences it already has (``pipeline_runtime.py``).
 """
 
 from __future__ import annotations
@@ -413,8 +415,6 @@ class LicenceOperations(SMCore):
             require(host.ip == peer_ip, ConflictError(f"host {host.host_id} connects from {peer_ip} but announced "
                                                       f"{host.ip}; send a heartbeat from this address",
                                                       check="host-ip"))
-            user = found(reads.user, "user", user_id)
-            require(not user.revoked, Forbidden(f"user {user_id} is revoked", check="revoked"))
             found(reads.image_artefact, "image", image_digest)
             require(reads.image_artefact == artefact_id,
                     NotFoundError(f"image {image_digest} is not an image of artefact {artefact_id}"))
@@ -426,6 +426,10 @@ class LicenceOperations(SMCore):
                 f"user {user_id} has no verified pipeline running {artefact_id} ({image_digest}) on host "
                 f"{host.host_id}", check="no-pipeline"))
             assert pipeline is not None  # checked by require() above; narrows the type
+            # The user only now: to a host that runs no pipeline of hers, whether a user exists or is
+            # revoked is none of its business (it gets ``no-pipeline`` above either way).
+            user = found(reads.user, "user", user_id)
+            require(not user.revoked, Forbidden(f"user {user_id} is revoked", check="revoked"))
             require(pipeline.name is not None, NotFoundError(f"premise {pipeline.premise!r} does not exist"))
             running = self.instances.running(conn, generation=generation, head_seq=int(head.seq),
                                              artefact_id=artefact_id, exclude=(host.host_id, nonce), now=now)

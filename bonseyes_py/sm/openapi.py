@@ -160,7 +160,10 @@ SCHEMAS: dict[str, Any] = {
              "nonce": {"type": ["string", "null"]}, "detail": {"type": ["string", "null"]},
              "seconds": {"type": ["number", "null"]}, "timings": {"type": "object"},
              "updated_at": {"type": ["number", "null"]}}, ("pipeline_id", "position", "status"))},
-        "stop_problems": STRINGS}, ("pipeline_id", "status", "stages")),
+        "stop_problems": STRINGS,
+        "revoked_licences": {**STRINGS, "description": "licence IDs this stop revoked (with their runtime "
+                                                       "certificates): every unexpired licence of the pipeline"}},
+        ("pipeline_id", "status", "stages")),
     "AuditReport": _object({"ok": {"type": "boolean"}, "entries": {"type": "integer"},
                             "first_bad_seq": {"type": ["integer", "null"]}, "problem": {"type": "string"}},
                            ("ok", "entries", "first_bad_seq", "problem")),
@@ -173,7 +176,8 @@ def _ref(name: str) -> dict[str, Any]:
 
 def _operation(operation_id: str, roles: tuple[str, ...], response: str | None, *, status: str = "200",
                body: str | None = None, params: tuple[dict[str, Any], ...] = (),
-               content_type: str = "application/json", body_required: bool = True) -> dict[str, Any]:
+               content_type: str = "application/json", body_required: bool = True,
+               description: str | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if response is None:
         responses[status] = {"description": "OK", "content": {content_type: {"schema": {"type": "string"}}}}
@@ -184,6 +188,8 @@ def _operation(operation_id: str, roles: tuple[str, ...], response: str | None, 
                            "content": {"application/json": {"schema": _ref("Error")}}}
     operation: dict[str, Any] = {"operationId": operation_id, "x-roles": list(roles), "responses": responses,
                                  "parameters": list(params)}
+    if description is not None:
+        operation["description"] = description
     if body is not None:
         operation["requestBody"] = {"required": body_required,
                                     "content": {"application/json": {"schema": _ref(body)}}}
@@ -199,6 +205,9 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 ANY = ("admin", "user", "host", "runtime", "marketplace", "sm")
+# Operations on a user's own objects answer a user the same for an unknown ID as for another tenant's.
+OWN_PIPELINE = ("To a user, an unknown pipeline ID and another user's pipeline are the same 403 pipeline-owner; "
+                "an admin gets 404 for an unknown one.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,11 +220,15 @@ def _document() -> dict[str, Any]:
         "/v1/services": {"post": _operation("enrolService", ("admin",), "EnrolledService", status="201",
                                             body="EnrolService")},
         "/v1/users/{user_id}": {"get": _operation("getUser", ("admin",), "User", params=(_path_param("user_id"),))},
-        "/v1/hosts": {"post": _operation("registerHost", ("user", "admin"), "RegisteredHost", status="201",
-                                         body="RegisterHost")},
+        "/v1/hosts": {"post": _operation(
+            "registerHost", ("user", "admin"), "RegisteredHost", status="201", body="RegisterHost",
+            description="A user names only premises she is a member of: an unknown premise and another's are the "
+                        "same 403 premise-member (an admin gets 404 for an unknown one).")},
         "/v1/hosts/heartbeat": {"post": _operation("heartbeat", ("host",), "HeartbeatAnswer", body="Heartbeat")},
-        "/v1/hosts/{host_id}": {"get": _operation("getHost", ("admin", "user", "host"), "Host",
-                                                  params=(_path_param("host_id"),))},
+        "/v1/hosts/{host_id}": {"get": _operation(
+            "getHost", ("admin", "user", "host"), "Host", params=(_path_param("host_id"),),
+            description="To a user or host, an unknown host ID and a host not its own are the same 403 host-owner; "
+                        "an admin gets 404 for an unknown one.")},
         "/v1/artefacts": {"post": _operation("registerArtefact", ("marketplace", "admin"), "Artefact",
                                              status="201", body="RegisterArtefact")},
         "/v1/artefacts/{artefact_id}": {"get": _operation("getArtefact", ("marketplace", "admin", "user"),
@@ -230,17 +243,26 @@ def _document() -> dict[str, Any]:
             "get": _operation("getPremise", ("admin",), "Premise",
                               params=(_path_param("name"), _query("revision", {"type": "integer", "minimum": 0}))),
         },
-        "/v1/pipelines": {"post": _operation("requestPipeline", ("user",), "Pipeline", status="201",
-                                             body="RequestPipeline")},
+        "/v1/pipelines": {"post": _operation(
+            "requestPipeline", ("user",), "Pipeline", status="201", body="RequestPipeline",
+            description="An unknown premise is denied as a premise of the default policy without members (403 "
+                        "policy-denied); a stage's host not in the premise, known or not, is 403 "
+                        "host-not-in-premise.")},
         "/v1/pipelines/{pipeline_id}": {"get": _operation("getPipeline", ("user", "admin"), "Pipeline",
-                                                          params=(_path_param("pipeline_id"),))},
+                                                          params=(_path_param("pipeline_id"),),
+                                                          description=OWN_PIPELINE)},
         "/v1/pipelines/{pipeline_id}/start": {"post": _operation(
-            "startPipeline", ("user",), "PipelineRuntime", params=(_path_param("pipeline_id"),))},
+            "startPipeline", ("user",), "PipelineRuntime", params=(_path_param("pipeline_id"),),
+            description=OWN_PIPELINE)},
         "/v1/pipelines/{pipeline_id}/stop": {"post": _operation(
             "stopPipeline", ("user", "admin"), "PipelineRuntime", body="StopPipeline", body_required=False,
-            params=(_path_param("pipeline_id"),))},
+            params=(_path_param("pipeline_id"),),
+            description="Revokes every unexpired licence of the pipeline and its runtime certificates (CRL "
+                        "republished) in the transaction that stops it. A stopped or aborted pipeline keeps its "
+                        "status: stopping it again answers with that status. " + OWN_PIPELINE)},
         "/v1/pipelines/{pipeline_id}/runtime": {"get": _operation(
-            "pipelineRuntime", ("user", "admin"), "PipelineRuntime", params=(_path_param("pipeline_id"),))},
+            "pipelineRuntime", ("user", "admin"), "PipelineRuntime", params=(_path_param("pipeline_id"),),
+            description=OWN_PIPELINE)},
         "/v1/artefact-ids": {"post": _operation("reserveArtefactId", ("marketplace",), "ArtefactIdReservation",
                                                 status="201", body="ReserveArtefactId")},
         "/v1/artefact-ids/{name}": {"delete": _operation("releaseArtefactId", ("marketplace", "admin"),

@@ -7,6 +7,13 @@ its runtime (``POST /v1/runtimes``): the BM gets a host licence (step 4), starts
 every BM of the pipeline is told to stop all its runtimes and the pipeline is ``aborted``, so no
 stage keeps running on its own and no further licence is issued for it.
 
+Stopping a pipeline (its user, an admin, or a start that failed) revokes, in the transaction that
+changes its status, every unexpired host and artefact licence of its runtimes and their runtime
+certificates, and republishes the CRL, with ``revocation.py``'s own helpers: the licence IDs appear
+at ``GET /v1/licences/revoked`` and the certificates on the CRL at once, so a licence already issued
+does not outlive the stop. A stopped or aborted pipeline keeps that status: stopping it again
+changes nothing, tells its BMs to stop once more and answers with the status it has.
+
 Per-stage progress lives in its own table (``pipeline_runtimes``, migration 0003), so ``status``
 answers from any worker while a start is still running. Its writes take the SM's write lock
 (``write_connection``) like every other write: on SQLite they would otherwise meet the licence
@@ -35,9 +42,11 @@ from sqlalchemy import Table, delete, insert, select, update
 from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.pki.roles import Identity, Role
+from bonseyes_py.sm import audit
 from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint, BonseyesModuleError
-from bonseyes_py.sm.core import Forbidden, found
-from bonseyes_py.sm.models import Host, Pipeline, PipelineRuntimeRecord, PipelineStage
+from bonseyes_py.sm.core import found
+from bonseyes_py.sm.models import Host, Licence, Pipeline, PipelineRuntimeRecord, PipelineStage
+from bonseyes_py.sm.pipelines import TERMINAL_STATUSES, caller_pipeline
 from bonseyes_py.sm.service import SecurityManager
 from bonseyes_py.web.errors import ConflictError
 from bonseyes_py.web.flaskapp import Authenticator, json_body
@@ -98,9 +107,7 @@ class PipelineRuntime:
 
     def _pipeline(self, actor: Identity, pipeline_id: str) -> tuple[Any, list[tuple[Any, Any]]]:
         with self.sm.reading() as session:
-            pipeline = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
-            if actor.role is Role.USER and actor.name != pipeline.user_id:
-                raise Forbidden(f"pipeline {pipeline_id} belongs to another user", check="pipeline-owner")
+            pipeline = caller_pipeline(actor, session.get(Pipeline, pipeline_id), pipeline_id)
             stages = list(session.execute(select(PipelineStage, Host).join(Host, Host.host_id == PipelineStage.host_id)
                                           .where(PipelineStage.pipeline_id == pipeline_id)
                                           .order_by(PipelineStage.position)).tuples())
@@ -172,9 +179,9 @@ class PipelineRuntime:
             failures = [f for f in pool.map(start_stage, sorted(by_position)) if f]
         if failures:
             reason = "; ".join(failures)[:2000]
-            self.stop(actor, pipeline_id, reason=f"set-up failed: {reason}", status="aborted")
-        else:
-            self.sm.audit_now(actor, "pipeline-running", pipeline_id)
+            # The stop's answer: what it revoked, and which BMs it could not reach.
+            return self.stop(actor, pipeline_id, reason=f"set-up failed: {reason}", status="aborted")
+        self.sm.audit_now(actor, "pipeline-running", pipeline_id)
         return self.status(actor, pipeline_id)
 
     # -- stop -----------------------------------------------------------------------------------------
@@ -183,11 +190,21 @@ class PipelineRuntime:
              status: str = "stopped") -> dict[str, Any]:
         _pipeline, stages = self._pipeline(actor, pipeline_id)
         with self.sm.transaction() as session:
-            # First: no BM renews or obtains a licence for this pipeline any more.
-            row = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
-            row.status = status
-            row.reason = reason[:2000]
-            self.sm.audit(session, actor, f"pipeline-{status}", pipeline_id, reason=reason[:500])
+            # The audit head first, as revocations and the licence path take it: a licence issued
+            # before this transaction is revoked by it, none is issued after it.
+            audit.lock_chain(session)
+            row = found(session.get(Pipeline, pipeline_id, with_for_update=True), "pipeline", pipeline_id)
+            if row.status in TERMINAL_STATUSES:
+                # Stopped or aborted already: it keeps that status and reason (a repeated stop).
+                self.sm.audit(session, actor, "pipeline-stop-repeated", pipeline_id, status=row.status,
+                              reason=reason[:500])
+            else:
+                # No BM renews or obtains a licence for this pipeline any more ...
+                row.status = status
+                row.reason = reason[:2000]
+                self.sm.audit(session, actor, f"pipeline-{status}", pipeline_id, reason=reason[:500])
+            # ... and none it already has stays valid.
+            revoked = self._revoke_licences(session, actor, pipeline_id, reason)
         hosts = {host.host_id: host for _, host in stages}
         problems = []
 
@@ -213,7 +230,30 @@ class PipelineRuntime:
                 .values(status="stopped", updated_at=time.time()))
         if problems:
             log.warning("pipeline %s: BMs not told to stop: %s", pipeline_id, problems)
-        return {**self.status(actor, pipeline_id), "stop_problems": problems}
+        return {**self.status(actor, pipeline_id), "stop_problems": problems, "revoked_licences": revoked}
+
+    def _revoke_licences(self, session: Any, actor: Identity, pipeline_id: str, reason: str) -> list[str]:
+        """Revoke the pipeline's unexpired licences and their runtimes' certificates; publish the CRL.
+
+        Runs in the stopping transaction, after the audit head was locked, through the same helpers as
+        ``revocation.RevocationOperations.revoke`` (which revokes a host licence's runtime certificate
+        with it). Returns the revoked licence IDs (none: no CRL is published and no entry written).
+        """
+        sm = self.sm
+        now = sm.now()
+        runtime_names = sorted(set(session.execute(select(Licence.runtime_name).where(
+            Licence.pipeline_id == pipeline_id, Licence.kind == "host", Licence.revoked_at.is_(None),
+            Licence.expires_at > now)).scalars()))
+        licences = sm._revoke_licences(session, Licence.pipeline_id == pipeline_id, now)
+        if not licences:
+            return []
+        serials: list[str] = []
+        for name in runtime_names:
+            serials += sm._revoke_certificates(session, (Role.RUNTIME.value,), name, now)
+        crl_number = sm._publish_crl(session, now)
+        sm.audit(session, actor, "revoked", f"pipeline:{pipeline_id}", reason=reason[:1000], serials=sorted(serials),
+                 licences=licences, crl_number=crl_number, via="pipeline stop")
+        return licences
 
     def forget(self, pipeline_id: str) -> None:
         with self.sm.write_connection() as connection:

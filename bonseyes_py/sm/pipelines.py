@@ -5,7 +5,15 @@ pipeline is recorded as ``verifying`` and committed; then the SM asks each BM to
 by digest and report the digests it computed, and checks each against the digest in the SM-signed
 image ID. Any mismatch, unknown answer or unreachable BM aborts the pipeline, and every BM of the
 pipeline is told to remove the images. Only a ``ready`` pipeline lets its hosts get licences, and
-only a pipeline still ``verifying`` becomes ready (one its user stopped meanwhile stays stopped).
+only a pipeline still ``verifying`` becomes ready or aborted: one its user stopped meanwhile stays
+stopped, and its BMs are told to remove the images they fetched for it all the same.
+
+What a user learns of other tenants' objects: a pipeline ID that is not hers is 403
+``pipeline-owner`` whether it exists or not (``caller_pipeline``); a premise that does not exist is
+decided by the default policy as a premise without members, so it is denied exactly like an existing
+premise she is not a member of; a stage's host is checked for membership of the premise before
+anything else, so an unknown host and another premise's host are the same 403 ``host-not-in-premise``.
+Artefact IDs and image digests are public (``GET /v1/artefacts/<id>``): unknown ones stay 404.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from sqlalchemy import select
 from bonseyes_py.errors import BonseyesError, InputError, LicenceError, PolicyDenied
 from bonseyes_py.identity.ids import check_digest, verify_image_id
 from bonseyes_py.pki.roles import Identity, Role, check_name
-from bonseyes_py.policy import Action, RequestContext
+from bonseyes_py.policy import DEFAULT_POLICY, Action, PremiseAttributes, RequestContext
+from bonseyes_py.sm import audit
 from bonseyes_py.sm.attributes import user_attributes
 from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint, BonseyesModuleError
 from bonseyes_py.sm.core import Forbidden, SMCore, found, require
@@ -32,6 +41,8 @@ from bonseyes_py.web.errors import ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
 MAX_STAGES = 64
+# A pipeline in one of these stays in it: a later stop or a late end of step 3 does not rewrite it.
+TERMINAL_STATUSES = ("stopped", "aborted")
 
 
 class _Denied(Exception):
@@ -54,6 +65,18 @@ def denial(decision: Any) -> PolicyDenied:
     else:
         reason = "no policy permits it"
     return PolicyDenied(f"{decision.action.value} denied (policy revision {decision.policy_revision}): {reason}")
+
+
+def caller_pipeline(actor: Identity, pipeline: Pipeline | None, pipeline_id: str) -> Pipeline:
+    """``pipeline`` (None: not found) as ``actor`` may see it: a user only her own, an admin any.
+
+    A user gets the same 403 ``pipeline-owner`` for an unknown ID as for another user's pipeline, so
+    the answer does not tell which IDs exist; an admin gets 404 for an unknown one.
+    """
+    if actor.role is not Role.ADMIN:
+        require(pipeline is not None and pipeline.user_id == actor.name,
+                Forbidden(f"pipeline {pipeline_id} is not a pipeline of {actor.name}", check="pipeline-owner"))
+    return found(pipeline, "pipeline", pipeline_id)
 
 
 def _parse_stages(stages: Any) -> list[dict[str, str | None]]:
@@ -94,12 +117,18 @@ class PipelineOperations(SMCore):
         with self.transaction() as session:
             user = found(session.get(User, actor.name), "user", actor.name)
             require(not user.revoked, Forbidden(f"user {user.user_id} is revoked", check="revoked"))
-            premise = found(session.get(Premise, premise_name), "premise", premise_name)
-            decision = self.policy.decide(premise.policy, Action.REQUEST_PIPELINE, user=user_attributes(user),
-                                          host=None, artefact=None, premise=premise_attributes(session, premise),
-                                          context=RequestContext(now=int(now)))
+            premise = session.get(Premise, premise_name)
+            # An unknown premise is decided as a premise with the default policy and no members: the
+            # user gets the denial a non-member of an existing premise gets, not a 404 naming it unknown.
+            decision = self.policy.decide(
+                premise.policy if premise is not None else DEFAULT_POLICY, Action.REQUEST_PIPELINE,
+                user=user_attributes(user), host=None, artefact=None,
+                premise=(premise_attributes(session, premise) if premise is not None
+                         else PremiseAttributes(name=premise_name, members=())),
+                context=RequestContext(now=int(now)))
             if not decision.allowed:
                 raise _Denied(decision)  # Rolled back here; recorded by the caller in its own transaction.
+            found(premise, "premise", premise_name)  # the default policy never permits a premise without members
             resolved = [self._resolve_stage(session, premise_name, stage, now) for stage in parsed]
             session.add(Pipeline(pipeline_id=pipeline_id, user_id=user.user_id, premise=premise_name,
                                  status="verifying", reason="", created_at=now))
@@ -116,10 +145,11 @@ class PipelineOperations(SMCore):
         artefact_id, host_id = str(stage["artefact_id"]), str(stage["host_id"])
         artefact = found(session.get(Artefact, artefact_id), "artefact", artefact_id)
         require(not artefact.revoked, Forbidden(f"artefact {artefact_id} is revoked", check="revoked"))
-        host = found(session.get(Host, host_id), "host", host_id)
-        require(not host.revoked, Forbidden(f"host {host_id} is revoked", check="revoked"))
+        # Membership first: an unknown host and another premise's host (revoked or not) are one answer.
         require(session.get(PremiseHost, (premise, host_id)) is not None,
                 Forbidden(f"host {host_id} is not a member of premise {premise}", check="host-not-in-premise"))
+        host = found(session.get(Host, host_id), "host", host_id)
+        require(not host.revoked, Forbidden(f"host {host_id} is revoked", check="revoked"))
         require(host_available(host, now, self.config.heartbeat_ttl_seconds),
                 ConflictError(f"host {host_id} is not available (no heartbeat within "
                               f"{self.config.heartbeat_ttl_seconds} s)", check="host-unavailable"))
@@ -174,16 +204,24 @@ class PipelineOperations(SMCore):
             self._abort(actor, pipeline_id, by_host, endpoints, reported, failure)
             raise failure
         with self.transaction() as session:
+            # The audit head before the pipeline's row, in the order a stop takes them (PostgreSQL).
+            audit.lock_chain(session)
             for stage_row in session.execute(select(PipelineStage).where(
                     PipelineStage.pipeline_id == pipeline_id)).scalars():
                 stage_row.reported_digest = reported.get(stage_row.id)
             pipeline = found(session.get(Pipeline, pipeline_id, with_for_update=True), "pipeline", pipeline_id)
-            if pipeline.status != "verifying":
+            status = pipeline.status
+            if status == "verifying":
+                pipeline.status = "ready"
+                self.audit(session, actor, "pipeline-ready", pipeline_id, digests_verified=len(reported))
+            else:
                 # Stopped by its user while the BMs fetched: it stays stopped and never becomes ready.
-                self.audit(session, actor, "pipeline-not-ready", pipeline_id, status=pipeline.status)
-                return
-            pipeline.status = "ready"
-            self.audit(session, actor, "pipeline-ready", pipeline_id, digests_verified=len(reported))
+                self.audit(session, actor, "pipeline-not-ready", pipeline_id, status=status)
+        if status != "verifying":
+            # ... and the images fetched for it do not stay on its hosts (as after an abort).
+            removal_errors = self._remove_images(pipeline_id, by_host, endpoints)
+            self.audit_now(actor, "pipeline-images-removed", pipeline_id, status=status,
+                           hosts=sorted(by_host), removal_errors=removal_errors)
 
     def _fetch_everywhere(self, by_host: dict[str, list[tuple[PipelineStage, Image]]],
                           endpoints: dict[str, BonseyesModuleEndpoint]) -> dict[str, dict[str, str]]:
@@ -204,8 +242,9 @@ class PipelineOperations(SMCore):
                 raise outcome
         return outcomes  # type: ignore[return-value]
 
-    def _abort(self, actor: Identity, pipeline_id: str, by_host: dict[str, list[tuple[PipelineStage, Image]]],
-               endpoints: dict[str, BonseyesModuleEndpoint], reported: dict[int, str], failure: BonseyesError) -> None:
+    def _remove_images(self, pipeline_id: str, by_host: dict[str, list[tuple[PipelineStage, Image]]],
+                       endpoints: dict[str, BonseyesModuleEndpoint]) -> list[str]:
+        """Tell every BM of the pipeline, in parallel, to remove its images; the hosts that could not be told."""
         removal_errors = []
         client = self.bm_client
 
@@ -222,11 +261,22 @@ class PipelineOperations(SMCore):
                 log.warning("could not tell BM of %s to remove images of pipeline %s: %s", host_id, pipeline_id, exc)
             elif exc is not None:
                 raise exc
+        return removal_errors
+
+    def _abort(self, actor: Identity, pipeline_id: str, by_host: dict[str, list[tuple[PipelineStage, Image]]],
+               endpoints: dict[str, BonseyesModuleEndpoint], reported: dict[int, str], failure: BonseyesError) -> None:
+        removal_errors = self._remove_images(pipeline_id, by_host, endpoints)
         with self.transaction() as session:
+            audit.lock_chain(session)  # before the pipeline's row, as a stop takes them
             for stage_row in session.execute(select(PipelineStage).where(
                     PipelineStage.pipeline_id == pipeline_id)).scalars():
                 stage_row.reported_digest = reported.get(stage_row.id)
-            pipeline = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
+            pipeline = found(session.get(Pipeline, pipeline_id, with_for_update=True), "pipeline", pipeline_id)
+            if pipeline.status != "verifying":
+                # Stopped while the BMs fetched: it keeps that status (and its reason).
+                self.audit(session, actor, "pipeline-not-ready", pipeline_id, status=pipeline.status,
+                           reason=str(failure), removal_errors=removal_errors)
+                return
             pipeline.status = "aborted"
             pipeline.reason = str(failure)
             self.audit(session, actor, "pipeline-aborted", pipeline_id, outcome="aborted", reason=str(failure),
@@ -234,9 +284,7 @@ class PipelineOperations(SMCore):
 
     def get_pipeline(self, actor: Identity, pipeline_id: str) -> dict[str, Any]:
         with self.transaction() as session:
-            pipeline = found(session.get(Pipeline, pipeline_id), "pipeline", pipeline_id)
-            if actor.role is Role.USER and actor.name != pipeline.user_id:
-                raise Forbidden(f"pipeline {pipeline_id} belongs to another user", check="pipeline-owner")
+            pipeline = caller_pipeline(actor, session.get(Pipeline, pipeline_id), pipeline_id)
             stages = session.execute(select(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id)
                                      .order_by(PipelineStage.position)).scalars()
             return {"pipeline_id": pipeline.pipeline_id, "user_id": pipeline.user_id, "premise": pipeline.premise,
