@@ -180,8 +180,8 @@ def main() -> None:
                                       signer=LocalArtefactSigner(ca), docker_client=client)
             timings = Timings()
             started = time.perf_counter()
-            artefact = marketplace.register(image, caller=ca.identity(Role.USER, "bench"), name="bench-200mb",
-                                            timings=timings)
+            artefact = marketplace.register_local_image(image, owner=ca.identity(Role.USER, "bench"),
+                                                        name="bench-200mb", timings=timings)
             total = time.perf_counter() - started
             print(f"registration of {image} ({size / 1e6:.0f} MB image, published {artefact.size / 1e6:.0f} MB):"
                   f" {total:.2f} s")

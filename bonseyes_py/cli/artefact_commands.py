@@ -1,9 +1,11 @@
 """``bonseyes artefact register|list|show`` and ``bonseyes mp init|serve``.
 
 The artefact commands speak to the Marketplace service over mutual TLS as the user (a PKCS#12
-bundle with a passphrase file, or PEM certificate and key). ``register`` uploads a ``docker save``
-archive (streamed from disk) or names an image on the Marketplace's engine, and prints one progress
-line per step on stderr (upload, vet, build, push, sign) while the result goes to stdout as JSON.
+bundle with a passphrase file, or PEM certificate and key). ``register`` always uploads: a ``docker
+save`` archive (streamed from disk), or an image of your own Docker engine, which it saves to a
+private temporary file first (the Marketplace never registers an image by name). It prints one
+progress line per step on stderr (save, upload, vet, build, push, sign) while the result goes to
+stdout as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py import safejson
 from bonseyes_py.cli.common import print_json, require_one
 from bonseyes_py.cli.pipeline_commands import user_identity
 from bonseyes_py.errors import InputError
@@ -36,10 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser("artefact", help="register, list and show AI artefacts on the Marketplace")
     commands = parser.add_subparsers(dest="command", metavar="ACTION", required=True)
 
-    reg = commands.add_parser("register", help="register a docker save archive or an image as an artefact")
+    reg = commands.add_parser("register", help="upload a docker save archive or a local image as an artefact")
     reg.add_argument("name", metavar="NAME")
     reg.add_argument("--archive", help="a docker save archive to upload")
-    reg.add_argument("--image", help="an image reference on the Marketplace's Docker engine")
+    reg.add_argument("--image", help="an image of this machine's Docker engine, saved (docker save) and uploaded")
     reg.add_argument("--policies", help="execution policies: a JSON object, or @FILE")
     reg.add_argument("--quiet", action="store_true", help="no progress lines")
     _identity_options(reg)
@@ -86,9 +89,9 @@ def _policies(raw: str | None) -> dict[str, Any] | None:
         return None
     text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"--policies is not valid JSON: {exc}", check="policies") from exc
+        value = safejson.loads(text, what="--policies")
+    except InputError as exc:
+        raise InputError(str(exc.args[0]) if exc.args else exc.check, check="policies") from exc
     if not isinstance(value, dict):
         raise InputError("--policies must be a JSON object", check="policies")
     return value
@@ -122,6 +125,8 @@ class ProgressPrinter:
                 return None
             self.layers[str(layer)] = status
             return f"push: {layer} {status}"
+        if stage == "save":
+            return f"save: {detail.get('image', '')} ({detail.get('id', '')}) from the local engine"
         if stage == "vet":
             return "vet: checking the image"
         if stage == "sign":

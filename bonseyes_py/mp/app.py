@@ -1,10 +1,13 @@
 """The Marketplace's Flask app: HTTPS + mutual TLS in front of ``Marketplace`` (same stack as the SM).
 
-Roles per endpoint: a user registers (and reads); users, hosts and admins list and show. An upload
-is a ``docker save`` archive streamed as the request body into a private spool file under a size
-limit (never into memory), and the spool file is removed whatever happens. A registration may take
-minutes; with ``Accept: application/x-ndjson`` the answer streams its progress (vet, build, push,
-sign) and ends with a ``result`` or ``error`` event; without it the answer is one JSON document.
+Roles per endpoint: a user registers (and reads); users, hosts and admins list and show. A
+registration is an upload, and only an upload: a ``docker save`` archive streamed as the request body
+into a private spool file under a size limit (never into memory), removed whatever happens. The
+service takes no image reference: the Marketplace's engine holds every tenant's images, so naming
+one proves nothing about owning it (``Marketplace.register_local_image`` is the operator's, in
+process; no route reaches it). A registration may take minutes; with ``Accept:
+application/x-ndjson`` the answer streams its progress (vet, build, push, sign) and ends with a
+``result`` or ``error`` event; without it the answer is one JSON document.
 Refusals are JSON ``{"error": <check>, "message": ...}`` with a status that says whose fault it is:
 4xx for the request, 502/503 when the SM or the registry failed (retrying later may succeed).
 """
@@ -15,7 +18,6 @@ import json
 import logging
 import os
 import queue
-import re
 import secrets
 import threading
 import time
@@ -40,7 +42,7 @@ from bonseyes_py.pki.certs import load_certificate_chain, load_crl
 from bonseyes_py.pki.roles import Identity, Role, check_name
 from bonseyes_py.pki.verify import TrustStore
 from bonseyes_py.web.errors import error_response, http_status_of
-from bonseyes_py.web.flaskapp import Authenticator, create_flask_app, json_body
+from bonseyes_py.web.flaskapp import Authenticator, create_flask_app
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,9 @@ UPLOAD_CHUNK = 1024 * 1024
 # An oversized body is read and dropped up to this bound so the client sees the 413, not a reset.
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
 CRL_REFRESH_SECONDS = 60.0
-# An image on the engine, by name[:tag][@digest]; never a path (the engine reference is not a file name).
-_IMAGE_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*"
-                              r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 
-_STATUS_BY_CHECK = {"name-taken": 409, "artefact-exists": 409, "not-found": 404, "image-not-found": 404,
-                    "upload-too-large": 413, "revoked": 403, "signing": 502}
+_STATUS_BY_CHECK = {"name-taken": 409, "artefact-exists": 409, "not-found": 404, "upload-too-large": 413,
+                    "content-type": 415, "revoked": 403, "signing": 502}
 
 
 def status_of(error: BonseyesError) -> int:
@@ -140,7 +139,8 @@ def open_service(config: MPConfig, *, docker_client: docker.DockerClient | None 
     registry = registry_process(config)
     marketplace = Marketplace(catalogue=Catalogue(config.database_url), registry=registry.client(),
                               registry_address=registry.address, credentials=registry.credentials(),
-                              signer=signer, rules=rules, docker_client=docker_client, bl_dir=bl_dir)
+                              signer=signer, rules=rules, docker_client=docker_client, bl_dir=bl_dir,
+                              work_dir=config.uploads)  # scratch beside the spool: sized for uploads
     return marketplace, trust
 
 
@@ -195,16 +195,6 @@ def receive_upload(spool: Path, limit: int) -> Path:
 def _policies_arg() -> Any:
     raw = request.args.get("policies")
     return raw if raw is not None else None
-
-
-def _check_image_reference(reference: Any) -> str:
-    if not isinstance(reference, str) or len(reference) > 512 or not _IMAGE_REFERENCE.match(reference):
-        raise InputError("image must be a Docker image reference (name[:tag][@sha256:...]) on the Marketplace's "
-                         "engine", check="image-reference")
-    if Path(reference).exists():
-        # Marketplace.register would read a file of that name as an archive: never for a remote caller.
-        raise InputError(f"image reference {reference!r} names a file on the Marketplace", check="image-reference")
-    return reference
 
 
 # -- the app ---------------------------------------------------------------------------------------
@@ -265,38 +255,22 @@ def create_app(config: MPConfig, *, marketplace: Marketplace | None = None,
 
     @route("/v1/artefacts", ["POST"], REGISTER_ROLES)
     def register(caller: Identity) -> Any:
-        upload: Path | None = None
-        try:
-            if request.mimetype == "application/json":
-                body = json_body()
-                unknown = set(body) - {"name", "image", "policies"}
-                if unknown or "name" not in body or "image" not in body:
-                    raise InputError("body must hold name and image (and optionally policies) only",
-                                     check="fields")
-                name, policies = body["name"], body.get("policies")
-                source: Path | str = _check_image_reference(body["image"])
-            elif request.mimetype in ARCHIVE_TYPES:
-                name, policies = request.args.get("name"), _policies_arg()
-                if not name:
-                    raise InputError("an uploaded archive needs the query parameter name", check="fields")
-                _precheck(mp, caller, name)
-                upload = source = receive_upload(config.uploads, config.max_upload_bytes)
-            else:
-                raise InputError(f"Content-Type must be application/json or {ARCHIVE_TYPES[0]}, "
-                                 f"not {request.mimetype or 'none'}", check="content-type")
-            if not isinstance(name, str):
-                raise InputError("name must be a string", check="fields")
-        except BaseException:
-            if upload is not None:
-                upload.unlink(missing_ok=True)
-            raise
+        if request.mimetype not in ARCHIVE_TYPES:
+            raise RegistrationError(f"Content-Type must be {ARCHIVE_TYPES[0]}: the body is the bytes of a docker "
+                                    f"save archive, with name (and policies) as query parameters; not "
+                                    f"{request.mimetype or 'none'} (the Marketplace registers uploads only, never "
+                                    "an image named on its engine)", check="content-type")
+        name, policies = request.args.get("name"), _policies_arg()
+        if not name:
+            raise InputError("an uploaded archive needs the query parameter name", check="fields")
+        _precheck(mp, caller, name)
+        upload = receive_upload(config.uploads, config.max_upload_bytes)
         if NDJSON in (request.headers.get("Accept") or ""):
-            return Response(_stream(mp, caller, source, name, policies, upload), status=200, mimetype=NDJSON)
+            return Response(_stream(mp, caller, upload, name, policies), status=200, mimetype=NDJSON)
         try:
-            artefact = mp.register(source, caller=caller, name=name, policies=policies)
+            artefact = mp.register(upload, caller=caller, name=name, policies=policies)
         finally:
-            if upload is not None:
-                upload.unlink(missing_ok=True)
+            upload.unlink(missing_ok=True)
         return jsonify(artefact.as_dict()), 201
 
     return app
@@ -311,8 +285,7 @@ def _precheck(mp: Marketplace, caller: Identity, name: str) -> None:
                                 check="name-taken")
 
 
-def _stream(mp: Marketplace, caller: Identity, source: Path | str, name: str, policies: Any,
-            upload: Path | None) -> Iterator[bytes]:
+def _stream(mp: Marketplace, caller: Identity, upload: Path, name: str, policies: Any) -> Iterator[bytes]:
     """Run the registration in a thread and stream its progress as NDJSON, then its outcome."""
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
     last_push: dict[str, float] = {}
@@ -329,7 +302,7 @@ def _stream(mp: Marketplace, caller: Identity, source: Path | str, name: str, po
     def work() -> None:
         outcome: dict[str, Any]
         try:
-            artefact = mp.register(source, caller=caller, name=name, policies=policies, progress=progress)
+            artefact = mp.register(upload, caller=caller, name=name, policies=policies, progress=progress)
             outcome = {"event": "result", "status": 201, "artefact": artefact.as_dict()}
         except BonseyesError as exc:
             outcome = {"event": "error", "status": status_of(exc), "error": exc.check, "message": _message(exc)}
@@ -339,8 +312,7 @@ def _stream(mp: Marketplace, caller: Identity, source: Path | str, name: str, po
                        "message": f"internal error ({type(exc).__name__}); see the server log"}
         finally:
             # Spool removed before the outcome is told: a client that sees it sees a clean spool.
-            if upload is not None:
-                upload.unlink(missing_ok=True)
+            upload.unlink(missing_ok=True)
         events.put(outcome)
         events.put(None)
 

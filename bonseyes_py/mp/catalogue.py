@@ -18,6 +18,7 @@ from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from bonseyes_py import safejson
 from bonseyes_py.mp.errors import RegistrationError
 
 
@@ -70,7 +71,9 @@ class Artefact:
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=dt.UTC)
         return cls(name=row.name, owner=row.owner, artefact_id=row.artefact_id, image_id=row.image_id,
                    digest=row.digest, repository=row.repository, registry=row.registry_address,
-                   policies=json.loads(row.policies), original=json.loads(row.original), size=row.size,
+                   policies=safejson.loads_object(row.policies, what=f"catalogue policies of {row.name}"),
+                   original=safejson.loads_object(row.original, what=f"catalogue original settings of {row.name}"),
+                   size=row.size,
                    created_at=created)
 
 

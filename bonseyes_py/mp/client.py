@@ -4,6 +4,10 @@ The MP's certificate may come from the SM's ``POST /v1/services``, which names t
 SPIFFE URI only (no DNS or IP name). So the client checks what matters here: the chain ends at the
 SM root (the TLS handshake, ``verify=`` the root) and the peer's role is ``marketplace`` (its URI);
 then it pins that exact certificate (SHA-256 fingerprint) for every request of the session.
+
+Registration is always an upload: ``register_image`` saves an image of the caller's own Docker
+engine (``docker save``) into a private temporary file and uploads that; the Marketplace never
+registers an image by name.
 """
 
 from __future__ import annotations
@@ -11,20 +15,25 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+import docker
+import docker.errors
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from requests.adapters import HTTPAdapter
 
+from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError
 from bonseyes_py.pki.roles import Role, identity_of
 
 Progress = Callable[[str, dict[str, Any]], None]
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a catalogue listing may be long
 
 
 class MarketplaceRefusal(BonseyesError):
@@ -114,8 +123,8 @@ class MarketplaceClient:
     @staticmethod
     def _answer(response: requests.Response, expected: int) -> Any:
         try:
-            body = response.json()
-        except ValueError:
+            body = safejson.loads(response.content, what="the Marketplace's answer", max_bytes=MAX_ANSWER_BYTES)
+        except BonseyesError:
             body = None
         if response.status_code != expected:
             if isinstance(body, dict) and "error" in body:
@@ -153,12 +162,15 @@ class MarketplaceClient:
                                   headers={"Content-Type": "application/x-tar"})
 
     def register_image(self, image: str, name: str, policies: dict[str, Any] | None = None,
-                       progress: Progress | None = None) -> dict[str, Any]:
-        """Register an image already on the Marketplace's engine."""
-        body: dict[str, Any] = {"name": name, "image": image}
-        if policies is not None:
-            body["policies"] = policies
-        return self._register(progress, json=body)
+                       progress: Progress | None = None, *, engine: docker.DockerClient | None = None
+                       ) -> dict[str, Any]:
+        """Save ``image`` from this machine's Docker engine (``docker save``) and upload it.
+
+        The archive goes to a private temporary directory and is removed afterwards.
+        """
+        with tempfile.TemporaryDirectory(prefix="bonseyes-upload-") as directory:
+            archive = save_image(image, Path(directory) / "image.tar", engine=engine, progress=progress)
+            return self.register_archive(archive, name, policies, progress)
 
     def _register(self, progress: Progress | None, **kwargs: Any) -> dict[str, Any]:
         headers = dict(kwargs.pop("headers", {}))
@@ -181,7 +193,31 @@ class MarketplaceClient:
                                  check="stream")
 
 
+def save_image(image: str, archive: Path, *, engine: docker.DockerClient | None = None,
+               progress: Progress | None = None) -> Path:
+    """``docker save`` of ``image`` from the local engine into ``archive`` (untagged: no local names leak)."""
+    try:
+        client = engine or docker.from_env(timeout=600)
+        local = client.images.get(image)
+        if progress is not None:
+            progress("save", {"image": image, "id": local.id})
+        with archive.open("wb") as handle:
+            for chunk in client.api.get_image(local.id):
+                handle.write(chunk)
+    except docker.errors.ImageNotFound as exc:
+        raise MarketplaceRefusal(f"no image {image!r} on this machine's Docker engine",
+                                 check="image-not-found") from exc
+    except docker.errors.DockerException as exc:
+        raise MarketplaceRefusal(f"cannot save image {image!r} from this machine's Docker engine: {exc}",
+                                 check="docker") from exc
+    return archive
+
+
 def _events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
     for line in lines:
         if line.strip():
-            yield dict(json.loads(line))
+            try:
+                event = safejson.loads_object(line, what="a registration progress event")
+            except BonseyesError as exc:
+                raise MarketplaceRefusal(str(exc.args[0]) if exc.args else exc.check, check="stream") from exc
+            yield event

@@ -34,27 +34,27 @@ def openapi_document() -> dict[str, Any]:
                                    "properties": {"artefacts": {"type": "array", "items": artefact}}}}}},
                         **_errors(403)}},
                 "post": {
-                    "summary": "Register an artefact (role user)",
-                    "description": "Either a JSON body naming an image on the Marketplace's engine, or the "
-                                   "bytes of a `docker save` archive as the request body (Content-Type "
-                                   "application/x-tar) with `name` and `policies` as query parameters. With "
+                    "summary": "Register an uploaded docker save archive (role user)",
+                    "description": "The request body is the bytes of a `docker save` archive (Content-Type "
+                                   "application/x-tar), with `name` and `policies` as query parameters. The "
+                                   "upload is the whole source: its config and every layer must hash to the "
+                                   "digests they are named by (400 `archive-digest` otherwise), and nothing is "
+                                   "taken from what the Marketplace's engine or registry already holds. An image "
+                                   "is never named for registration (any other Content-Type, JSON included, is "
+                                   "415 `content-type`): save it (`docker save`) and upload it. With "
                                    "`Accept: application/x-ndjson` the answer is a stream of progress events "
                                    "(vet, build, push, sign) ending with a `result` or `error` event.",
                     "parameters": [
-                        {"name": "name", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
                         {"name": "policies", "in": "query", "required": False,
                          "schema": {"type": "string", "description": "execution policies, a JSON object"}}],
                     "requestBody": {"required": True, "content": {
-                        "application/json": {"schema": {"type": "object", "required": ["name", "image"],
-                                                        "additionalProperties": False, "properties": {
-                                                            "name": {"type": "string"},
-                                                            "image": {"type": "string"},
-                                                            "policies": {"type": "object"}}}},
-                        "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+                        "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                     "responses": {"201": {"description": "registered", "content": {
                         "application/json": {"schema": artefact},
                         "application/x-ndjson": {"schema": {"type": "object"}}}},
-                        **_errors(400, 403, 404, 409, 413, 415, 422, 502, 503)}}},
+                        **_errors(400, 403, 409, 413, 415, 422, 502, 503)}}},
             "/v1/artefacts/{name}": {"get": {
                 "summary": "One artefact", "parameters": [
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],

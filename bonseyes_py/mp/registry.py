@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -35,6 +34,8 @@ import bcrypt
 import requests
 import yaml
 
+from bonseyes_py import safejson
+from bonseyes_py.errors import InputError
 from bonseyes_py.identity.ids import check_digest
 from bonseyes_py.mp.errors import RegistryError
 from bonseyes_py.pki.keys import write_secret_file
@@ -45,6 +46,15 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.index.v1+json",
 )
+# The layer types the engine pushes; a foreign ("nondistributable") layer, fetched from a URL, is none of them.
+LAYER_TYPES = (
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+)
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 REGISTRY_BINARY = "docker-registry"
 MP_REGISTRY_USER = "marketplace"
 CHUNK = 1024 * 1024
@@ -282,14 +292,73 @@ class RegistryClient:
             return []
         if response.status_code != 200:
             raise RegistryError(f"GET tags of {repository} answered {response.status_code}")
-        return list(response.json().get("tags") or [])
+        return list(_parse(response.content, f"tag list of {repository}").get("tags") or [])
+
+    def image_manifest(self, repository: str, digest: str) -> dict[str, Any]:
+        """The image manifest of a digest (checked against it), parsed; an index is refused."""
+        manifest = _parse(self.manifest(repository, digest)[0], f"manifest {repository}@{digest}",
+                          MAX_MANIFEST_BYTES)
+        config, layers = manifest.get("config"), manifest.get("layers")
+        if (not isinstance(config, dict) or not isinstance(layers, list)
+                or not all(isinstance(layer, dict) for layer in layers)):
+            raise RegistryError(f"{repository}@{digest} is an index, not an image manifest", check="manifest")
+        return manifest
 
     def blob_digests(self, repository: str, digest: str) -> list[str]:
         """Config and layer digests named by an image manifest."""
-        manifest = json.loads(self.manifest(repository, digest)[0])
-        if "layers" not in manifest:
-            raise RegistryError(f"{repository}@{digest} is an index, not an image manifest", check="manifest")
+        manifest = self.image_manifest(repository, digest)
         return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` itself holds the blob (distribution answers per repository)."""
+        response = self._request("HEAD", f"/v2/{repository}/blobs/{check_digest(digest)}")
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise RegistryError(f"HEAD blob {repository}@{digest} answered {response.status_code}")
+        return True
+
+    def blob(self, repository: str, digest: str, limit: int) -> bytes:
+        """A small blob (an image config), checked against its digest."""
+        data = bytearray()
+        for chunk in self.iter_blob(repository, digest):
+            data += chunk
+            if len(data) > limit:
+                raise RegistryError(f"blob {repository}@{digest} is over {limit} bytes", check="manifest")
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise RegistryError(f"blob {digest} of {repository} does not hash to its digest", check="digest-mismatch")
+        return bytes(data)
+
+    def check_published(self, repository: str, digest: str, *, config: str, base_layers: list[str]) -> None:
+        """Check what a registration pushed: the built config, the uploaded layers plus one, all held here.
+
+        ``config`` is the image ID the engine built (the config digest) and ``base_layers`` the diff
+        IDs of the checked upload; the published config must list them, then exactly one layer more
+        (the Bonseyes Layer). Every layer must be a regular layer blob of ``repository`` itself: no
+        foreign layer fetched from a URL, no blob the manifest names but the repository lacks.
+        """
+        manifest = self.image_manifest(repository, digest)
+
+        def refuse(message: str) -> RegistryError:
+            return RegistryError(f"published {repository}@{digest}: {message}", check="published-content")
+
+        if manifest["config"].get("digest") != config:
+            raise refuse(f"config is {manifest['config'].get('digest')}, not the built image {config}")
+        layers = manifest["layers"]
+        for layer in layers:
+            if layer.get("mediaType") not in LAYER_TYPES or layer.get("urls"):
+                raise refuse(f"layer {layer.get('digest')} is a {layer.get('mediaType')} layer "
+                             f"{'with URLs ' if layer.get('urls') else ''}the Marketplace does not publish")
+        built = _parse(self.blob(repository, config, MAX_CONFIG_BYTES), f"config {config}", MAX_CONFIG_BYTES)
+        rootfs = built.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or diff_ids[:-1] != base_layers or len(diff_ids) != len(base_layers) + 1:
+            raise refuse("its layers are not the uploaded layers plus the Bonseyes Layer")
+        if len(layers) != len(diff_ids):
+            raise refuse(f"the manifest names {len(layers)} layers, the config {len(diff_ids)}")
+        for blob in [config, *(str(layer.get("digest")) for layer in layers)]:
+            if not self.has_blob(repository, blob):
+                raise refuse(f"blob {blob} is not in the repository")
 
     def iter_blob(self, repository: str, digest: str) -> Iterator[bytes]:
         response = self._request("GET", f"/v2/{repository}/blobs/{check_digest(digest)}", stream=True)
@@ -314,3 +383,11 @@ class RegistryClient:
                 raise RegistryError(f"blob {blob} of {repository} does not hash to its digest",
                                     check="digest-mismatch")
         return total
+
+
+def _parse(data: bytes, what: str, limit: int = safejson.DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """A JSON object the registry sent; a malformed one is the registry's failure."""
+    try:
+        return safejson.loads_object(data, what=what, max_bytes=limit)
+    except InputError as exc:
+        raise RegistryError(str(exc.args[0]) if exc.args else exc.check, check="manifest") from exc

@@ -4,6 +4,21 @@ vet -> sign artefact ID -> build (base + BL + IDs + SM certificates) -> push -> 
 image ID -> catalogue row. Every step records what it created (local images and tags, the
 pushed manifest); any failure undoes all of it, so a refused or failed registration leaves no
 catalogue row, no manifest or tag in the registry and no image in the local engine.
+
+The source of a registration is something its owner proves to hold:
+
+- ``register``: the bytes of a ``docker save`` archive the caller sent (an upload, spooled to a
+  file by the adapter). It is the only entry point of remote callers. Every config and layer of the
+  archive must hash to the digest it is named by, and the engine loads a re-packed archive of just
+  those bytes (``archive.write_canonical``), so no name or digest in an upload resolves to an image,
+  layer or tag the engine or the registry already holds;
+- ``register_local_image``: an image of this host's Docker engine, registered for ``owner`` by the
+  operator (the Ansible module, in process on the MP host, with the operator's authority). No
+  network adapter calls it.
+
+After the push, the published manifest and config are read back from the registry: the config must
+be the one built, its layers the uploaded diff IDs plus the one BL layer, and every blob must be
+in the artefact's own repository, none a foreign (URL) layer.
 """
 
 from __future__ import annotations
@@ -22,10 +37,11 @@ from typing import Any
 import docker
 import docker.errors
 
+from bonseyes_py import safejson
 from bonseyes_py.bl.build import build_layer
-from bonseyes_py.errors import BonseyesError, PolicyDenied
+from bonseyes_py.errors import BonseyesError, InputError, PolicyDenied
 from bonseyes_py.identity.ids import check_digest
-from bonseyes_py.mp.archive import ImageArchive, read_archive
+from bonseyes_py.mp.archive import ImageArchive, read_archive, write_canonical
 from bonseyes_py.mp.catalogue import Artefact, Catalogue
 from bonseyes_py.mp.errors import RegistrationError, RegistryError
 from bonseyes_py.mp.layer import Progress, build_image, original_settings, push_image, write_context
@@ -62,9 +78,11 @@ def authorize(caller: Identity, roles: tuple[Role, ...], action: str) -> None:
 def check_policies(policies: Any) -> dict[str, Any]:
     if isinstance(policies, str | bytes):
         try:
-            policies = json.loads(policies)
-        except ValueError as exc:
-            raise RegistrationError(f"execution policies are not valid JSON: {exc}", check="policies") from exc
+            policies = safejson.loads(policies, what="execution policies", max_bytes=MAX_POLICY_BYTES)
+        except InputError as exc:
+            if exc.check != "json":
+                raise  # json-too-deep / json-too-large keep their own check
+            raise RegistrationError(str(exc.args[0]) if exc.args else exc.check, check="policies") from exc
     if not isinstance(policies, dict):
         raise RegistrationError("execution policies must be a JSON object", check="policies")
     if len(json.dumps(policies)) > MAX_POLICY_BYTES:
@@ -123,7 +141,8 @@ class Marketplace:
 
     def __init__(self, *, catalogue: Catalogue, registry: RegistryClient, registry_address: str,
                  credentials: RegistryCredentials, signer: ArtefactSigner, rules: VettingRules | None = None,
-                 docker_client: docker.DockerClient | None = None, bl_dir: Path | None = None) -> None:
+                 docker_client: docker.DockerClient | None = None, bl_dir: Path | None = None,
+                 work_dir: Path | None = None) -> None:
         self.catalogue = catalogue
         self.registry = registry
         self.registry_address = registry_address
@@ -132,6 +151,7 @@ class Marketplace:
         self.rules = rules or VettingRules()
         self.docker = docker_client or docker.from_env(timeout=600)
         self._bl_dir = bl_dir
+        self.work_dir = work_dir  # where a registration writes its scratch files (default: the system's)
 
     @property
     def bl_dir(self) -> Path:
@@ -154,10 +174,42 @@ class Marketplace:
 
     # -- registration ------------------------------------------------------------------------------
 
-    def register(self, source: Path | str, *, caller: Identity, name: str, policies: Any = None,
+    def register(self, archive: Path | str, *, caller: Identity, name: str, policies: Any = None,
                  progress: Progress | None = None, timings: Timings | None = None) -> Artefact:
-        """Register ``source`` (a ``docker save`` archive path, or an image reference on the local
-        engine) as artefact ``name`` owned by the caller."""
+        """Register the ``docker save`` archive at path ``archive`` as artefact ``name`` owned by the caller.
+
+        The archive is the caller's upload: what she sent, spooled to a file by the adapter. It is the
+        whole source: a name or digest in it never resolves to what the engine or the registry holds,
+        and ``archive`` is a file path, never an engine reference (see ``register_local_image``).
+        """
+        path = Path(archive)
+        if not path.is_file():
+            raise RegistrationError(f"no archive at {path}: register takes the path of an uploaded docker save "
+                                    "archive (an image on this host's engine is the operator's "
+                                    "register_local_image)", check="archive")
+        return self._run(path, caller=caller, name=name, policies=policies, progress=progress, timings=timings)
+
+    def register_local_image(self, reference: str, *, owner: Identity, name: str, policies: Any = None,
+                             progress: Progress | None = None, timings: Timings | None = None) -> Artefact:
+        """The operator registers image ``reference`` of this host's Docker engine as ``owner``'s artefact.
+
+        For in-process callers acting with the operator's authority on the MP host (the Ansible module
+        ``bonseyes_artefact``); no network adapter calls it, since an engine holds every tenant's images.
+        """
+        if not isinstance(reference, str):
+            raise RegistrationError("register_local_image takes an image reference of the local engine; an archive "
+                                    "is registered with register", check="image-reference")
+        try:
+            engine_image = self.docker.images.get(reference)
+        except docker.errors.ImageNotFound as exc:
+            raise RegistrationError(f"no image {reference!r} on the local engine", check="image-not-found") from exc
+        except docker.errors.APIError as exc:
+            raise RegistrationError(f"image {reference!r}: {exc.explanation or exc}", check="image-reference") from exc
+        return self._run(_EngineImage(reference, str(engine_image.id)), caller=owner, name=name, policies=policies,
+                         progress=progress, timings=timings)
+
+    def _run(self, source: Path | _EngineImage, *, caller: Identity, name: str, policies: Any,
+             progress: Progress | None, timings: Timings | None) -> Artefact:
         authorize(caller, REGISTER_ROLES, "register artefacts")
         check_name(name, "artefact name")
         checked_policies = check_policies(policies if policies is not None else {})
@@ -187,19 +239,27 @@ class Marketplace:
                 progress("cleanup", {"problems": problems})
         return artefact
 
-    def _register(self, source: Path | str, caller: Identity, name: str, policies: dict[str, Any],
+    def _register(self, source: Path | _EngineImage, caller: Identity, name: str, policies: dict[str, Any],
                   progress: Progress, timings: Timings, undo: _Undo) -> Artefact:
-        with tempfile.TemporaryDirectory(prefix="bonseyes-mp-") as work:
+        if self.work_dir is not None:
+            self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bonseyes-mp-", dir=self.work_dir) as work:
             workdir = Path(work)
             started = time.perf_counter()
-            archive_path, from_engine = self._materialise(source, workdir)
-            progress("vet", {"archive": str(archive_path)})
+            archive_path = source if isinstance(source, Path) else self._save(source, workdir)
+            progress("vet", {"archive": archive_path.name})
             image = read_archive(archive_path)
             vet(image, self.rules)
             timings.add("vet", started)
 
             started = time.perf_counter()
-            base = self._base_in_engine(image, archive_path, from_engine, undo)
+            if isinstance(source, Path):
+                base = self._load_upload(image, workdir, undo)
+            elif image.image_id != source.image_id:
+                raise RegistrationError(f"engine image {source.reference!r} changed while it was saved",
+                                        check="image-changed")
+            else:
+                base = source.image_id  # the operator's own engine image: used where it is
             staging = f"bonseyes-mp-staging/{secrets.token_hex(8)}"
             self.docker.api.tag(base, staging, "base")
             undo.images.append(f"{staging}:base")
@@ -217,7 +277,8 @@ class Marketplace:
             undo.images.append(image_ref)  # registered before the build: a half-built tag is removed too
             build_image(self.docker, context, image_ref, labels, progress)
             timings.add("layer", started)
-            size = int(self.docker.images.get(image_ref).attrs.get("Size") or 0)
+            built = self.docker.images.get(image_ref)
+            size = int(built.attrs.get("Size") or 0)
 
         started = time.perf_counter()
         progress("push", {"repository": published})
@@ -234,6 +295,7 @@ class Marketplace:
         if stored != digest:
             raise RegistryError(f"registry holds {stored} for {repository}, engine pushed {digest}",
                                 check="digest-mismatch")
+        self.registry.check_published(repository, digest, config=str(built.id), base_layers=image.diff_ids)
         timings.add("digest", started)
 
         started = time.perf_counter()
@@ -258,44 +320,37 @@ class Marketplace:
         if digest is not None:
             undo.manifest = (self.registry, repository, digest)
 
-    def _materialise(self, source: Path | str, workdir: Path) -> tuple[Path, bool]:
-        """A ``docker save`` archive on disk, and whether the image came from the local engine."""
-        path = Path(source)
-        if path.is_file():
-            return path, False
-        if isinstance(source, Path) or ("/" in str(source) and path.suffix in (".tar", ".gz")):
-            raise RegistrationError(f"archive {source} does not exist", check="archive")
-        try:
-            engine_image = self.docker.images.get(str(source))
-        except docker.errors.ImageNotFound as exc:
-            raise RegistrationError(f"no image {source!r} on the local engine and no such archive",
-                                    check="image-not-found") from exc
+    def _save(self, source: _EngineImage, workdir: Path) -> Path:
+        """``docker save`` of the operator's engine image (by ID), to be read and vetted like an upload."""
         archive = workdir / "source.tar"
-        with archive.open("wb") as handle:
-            for chunk in engine_image.save(named=False):
-                handle.write(chunk)
-        return archive, True
+        try:
+            with archive.open("wb") as handle:
+                for chunk in self.docker.api.get_image(source.image_id):
+                    handle.write(chunk)
+        except docker.errors.APIError as exc:
+            raise RegistrationError(f"could not save engine image {source.reference!r}: {exc.explanation or exc}",
+                                    check="image-not-found") from exc
+        return archive
 
-    def _base_in_engine(self, image: ImageArchive, archive_path: Path, from_engine: bool, undo: _Undo) -> str:
-        """The uploaded image's ID in the engine, loading the archive when needed (and undoing the load)."""
-        if from_engine:
-            return image.image_id
+    def _load_upload(self, image: ImageArchive, workdir: Path, undo: _Undo) -> str:
+        """Load the checked upload into the engine from its canonical re-pack; return its image ID.
+
+        The re-pack holds only the uploaded bytes that hash to their digests, and no tag: whatever the
+        engine already has, what it ends up with under this ID is the vetted upload, and no tag moves.
+        """
+        canonical = write_canonical(image, workdir / "canonical.tar")
+        if not self._exists(image.image_id):
+            undo.images.append(image.image_id)  # ours to remove, even if the load fails halfway
         try:
-            self.docker.images.get(image.image_id)
-            return image.image_id  # already present: not ours to remove afterwards
-        except docker.errors.ImageNotFound:
-            pass
-        tags_before = {tag for tag in image.repo_tags if self._exists(tag)}
-        try:
-            with archive_path.open("rb") as handle:
+            with canonical.open("rb") as handle:
                 loaded = self.docker.images.load(handle)
         except docker.errors.APIError as exc:
-            raise RegistrationError(f"archive {archive_path.name} could not be loaded: {exc.explanation or exc}",
+            raise RegistrationError(f"archive {image.path.name} could not be loaded: {exc.explanation or exc}",
                                     check="archive") from exc
-        undo.images.append(image.image_id)
-        undo.images.extend(tag for tag in image.repo_tags if tag not in tags_before)
-        if not any(candidate.id == image.image_id for candidate in loaded):
-            raise RegistrationError("the engine loaded a different image than the archive's manifest names",
+        finally:
+            canonical.unlink(missing_ok=True)
+        if [candidate.id for candidate in loaded] != [image.image_id]:
+            raise RegistrationError("the engine loaded a different image than the archive's checked config",
                                     check="archive")
         return image.image_id
 
@@ -305,3 +360,11 @@ class Marketplace:
         except docker.errors.ImageNotFound:
             return False
         return True
+
+
+@dataclass(frozen=True)
+class _EngineImage:
+    """An image of the local engine the operator registers: its reference and its ID when named."""
+
+    reference: str
+    image_id: str

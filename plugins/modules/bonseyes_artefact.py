@@ -10,8 +10,9 @@ module: bonseyes_artefact
 short_description: Register a Bonseyes AI artefact with the Marketplace and the Security Manager
 version_added: 0.1.0
 description:
-  - Runs the Marketplace's registration pipeline on the marketplace host, in process, through
-    C(bonseyes_py.mp.service.Marketplace) (the MP has no network service of its own yet) vets the image
+  - Runs the Marketplace's registration pipeline on the marketplace host, in process, with the operator's
+    authority, through C(bonseyes_py.mp.service.Marketplace.register_local_image) (the one registration path
+    that reads the engine; the Marketplace's network service takes uploads only): it vets the image
     O(image) from the local Docker engine, adds the Bonseyes Layer, pushes it to the registry at
     O(registry_address) with the MP's push credentials, and has the SM's CA (in O(ca_dir), on this host) sign
     the artefact and image IDs. The artefact is then recorded at the SM (C(POST /v1/artefacts)) with the
@@ -44,7 +45,9 @@ options:
     type: str
     required: true
   image:
-    description: The source image in the local engine (reference or ID).
+    description:
+      - The source image in the local engine (reference or ID), registered for O(owner).
+      - The operator vouches that this image is O(owner)'s; users register their own images by upload.
     type: str
     required: true
   policies:
@@ -164,8 +167,9 @@ class ArtefactModule(BonseyesModule):
                 registry=RegistryClient(f"http://{self.params['registry_address']}", credentials),
                 registry_address=self.params["registry_address"], credentials=credentials,
                 signer=LocalArtefactSigner(ca))
-            existing = marketplace.register(self.params["image"], caller=Identity(ca.trust_domain, Role.USER, owner),
-                                            name=name, policies=self.params["policies"])
+            existing = marketplace.register_local_image(
+                self.params["image"], owner=Identity(ca.trust_domain, Role.USER, owner), name=name,
+                policies=self.params["policies"])
         if record:
             self.sm_call("POST", "/v1/artefacts", dict(artefact_id=name, owner=owner, digest=existing.digest),
                          expect=(201,))

@@ -265,7 +265,7 @@ class Lab:
                           licence_seconds: int = 0) -> dict[str, Any]:
         """Register through the MP (vet, BL layer, push, sign), then record it at the SM."""
         caller = Identity(self.ca.trust_domain, Role.USER, owner)
-        artefact = self.marketplace.register(image or self.relay_image(), caller=caller, name=name)
+        artefact = self.marketplace.register_local_image(image or self.relay_image(), owner=caller, name=name)
         record: dict[str, Any] = {"artefact_id": name, "owner": owner, "digest": artefact.digest}
         if licence_seconds:
             record["terms"] = {"licence_seconds": licence_seconds}  # both licences of its runtimes live this long

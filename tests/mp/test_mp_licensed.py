@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from helpers_mp import PY_PAYLOAD, build
 from lab import Lab, logs_of, run_pipeline, wait_for
 
+from bonseyes_py.pki.roles import Identity, Role
+
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 PREMISE = "mp-lab"
 HOST_IP = "127.0.0.5"
@@ -54,7 +56,13 @@ USER nobody
 ENTRYPOINT ["python3", "-u", "-c", "{PY_PAYLOAD}; import time; time.sleep(3600)"]
 CMD ["first", "second"]
 """, "bonseyes-test/python-service:1")
-    licensed_lab.register_artefact("original-settings", "alice", image)
+    # The operator registers Alice's image from the MP host's engine (what the Ansible module does), then the SM
+    # records it.
+    owner = Identity(licensed_lab.ca.trust_domain, Role.USER, "alice")
+    artefact = licensed_lab.marketplace.register_local_image(image, owner=owner, name="original-settings")
+    recorded = licensed_lab.admin.post("/v1/artefacts", {"artefact_id": "original-settings", "owner": "alice",
+                                                         "digest": artefact.digest})
+    assert recorded.status_code == 201, recorded.text
     alice = licensed_lab.user("alice")
     pipeline, started = run_pipeline(alice, PREMISE, [{"artefact_id": "original-settings",
                                                        "host_id": licensed_lab.host_a.host_id}])

@@ -135,7 +135,7 @@ def test_failed_push_releases_the_reservation(deployment: Deployment, shell_imag
     alice = deployment.people["alice"]
     caller = CertificateAuthority.load(deployment.sm.ca_directory).identity(Role.USER, alice.name)
     with pytest.raises(RegistryError):
-        marketplace.register(shell_image, caller=caller, name="never-pushed")
+        marketplace.register_local_image(shell_image, owner=caller, name="never-pushed")
     assert reserved == ["alice"], "the SM must have held the name during the build"
     gone = deployment.admin.get("/v1/artefacts/never-pushed")
     assert gone.status_code == 404, gone.text

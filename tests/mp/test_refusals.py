@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 from collections.abc import Callable
@@ -41,8 +42,11 @@ def assert_refused(docker_client: docker.DockerClient, registry: RegistryProcess
         before = image_state(docker_client, marketplace.registry_address, *sources)
         rows = marketplace.catalogue.count()
         identity = marketplace.signer.ca.identity(role, caller)  # type: ignore[attr-defined]
+        register: Callable[..., object] = (
+            functools.partial(marketplace.register_local_image, source, owner=identity)  # the operator's path
+            if isinstance(source, str) else functools.partial(marketplace.register, source, caller=identity))
         with pytest.raises(error) as info:
-            marketplace.register(source, caller=identity, name=name, **kwargs)  # type: ignore[arg-type]
+            register(name=name, **kwargs)
         assert info.value.check == expected_check, str(info.value)
         assert marketplace.catalogue.count() == rows
         assert marketplace.registry.tags(repository_for(name)) == []
@@ -75,6 +79,23 @@ def test_missing_archive_and_unknown_image(marketplace: Marketplace,
     assert_refused(marketplace, RegistrationError, "image-not-found", "bonseyes-test/no-such-image:1")
 
 
+def test_register_takes_uploads_only(marketplace: Marketplace, docker_client: docker.DockerClient,
+                                     ca: CertificateAuthority, shell_image: str) -> None:
+    """``register`` is the path of every remote caller: a name or ID of an image on the engine is no upload.
+
+    Only the operator's ``register_local_image`` reads the engine.
+    """
+    before = image_state(docker_client, marketplace.registry_address, shell_image)
+    for source in (shell_image, docker_client.images.get(shell_image).id):
+        with pytest.raises(RegistrationError) as info:
+            marketplace.register(source, caller=ca.identity(Role.USER, "mallory"), name="by-engine-name")
+        assert info.value.check == "archive", str(info.value)
+        assert "register_local_image" in str(info.value)
+    assert marketplace.catalogue.count() == 0
+    assert marketplace.registry.tags(repository_for("by-engine-name")) == []
+    assert image_state(docker_client, marketplace.registry_address, shell_image) == before
+
+
 def test_image_without_entrypoint_or_command(marketplace: Marketplace, docker_client: docker.DockerClient,
                                              assert_refused: Callable[..., BonseyesError]) -> None:
     image = build(docker_client, f"FROM {MINBASE}\nCMD []\n", "bonseyes-test/no-command:1")
@@ -85,10 +106,10 @@ def test_image_without_entrypoint_or_command(marketplace: Marketplace, docker_cl
 
 def test_name_taken_by_another_owner(marketplace: Marketplace, ca: CertificateAuthority, shell_image: str,
                                      docker_client: docker.DockerClient) -> None:
-    first = marketplace.register(shell_image, caller=ca.identity(Role.USER, "alice"), name="taken")
+    first = marketplace.register_local_image(shell_image, owner=ca.identity(Role.USER, "alice"), name="taken")
     before = image_state(docker_client, marketplace.registry_address, shell_image)
     with pytest.raises(RegistrationError) as info:
-        marketplace.register(shell_image, caller=ca.identity(Role.USER, "bob"), name="taken")
+        marketplace.register_local_image(shell_image, owner=ca.identity(Role.USER, "bob"), name="taken")
     assert info.value.check == "name-taken"
     assert "already registered by owner alice" in str(info.value)
     # Alice's artefact is untouched: same row, same manifest behind the tag.
@@ -187,7 +208,7 @@ def test_signing_failure_after_push_deletes_the_manifest(make_marketplace: Calla
     marketplace.signer.sign_image_id = failing_image_id  # type: ignore[method-assign]
     before = image_state(docker_client, marketplace.registry_address, shell_image)
     with pytest.raises(RegistrationError) as info:
-        marketplace.register(shell_image, caller=ca.identity(Role.USER, "alice"), name="unsigned")
+        marketplace.register_local_image(shell_image, owner=ca.identity(Role.USER, "alice"), name="unsigned")
     assert info.value.check == "signing"
     repository = repository_for("unsigned")
     assert pushed, "the failure must come after the push for this test to mean anything"

@@ -41,7 +41,8 @@ def pull(client: docker.DockerClient, registry: RegistryProcess, artefact: Artef
 def registered(tmp_path_factory: pytest.TempPathFactory, ca: CertificateAuthority, registry: RegistryProcess,
                docker_client: docker.DockerClient, bl_dir: Path, python_image: str, shell_image: str
                ) -> Iterator[dict[str, Artefact]]:
-    """The two good registrations: Python payload from a docker save archive, shell payload from the engine."""
+    """The two good registrations: Python payload from an uploaded docker save archive, shell payload from the
+    engine by the operator (``register_local_image``)."""
     from bonseyes_py.mp.catalogue import Catalogue
     from bonseyes_py.mp.signing import LocalArtefactSigner
 
@@ -55,8 +56,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory, ca: CertificateAuthorit
     result = {
         "python": marketplace.register(archive, caller=alice, name="face-detector", policies={"gpu": False},
                                        progress=lambda stage, _detail: stages.append(stage)),
-        "shell": marketplace.register(shell_image, caller=alice, name="Shell.Payload",
-                                      policies='{"premises": ["vp1"]}'),
+        "shell": marketplace.register_local_image(shell_image, owner=alice, name="Shell.Payload",
+                                                  policies='{"premises": ["vp1"]}'),
     }
     assert {"vet", "build", "push", "sign", "done"} <= set(stages)
     for artefact in result.values():
@@ -155,13 +156,13 @@ def test_bl_refuses_a_licence_from_a_foreign_sm(registered: dict[str, Artefact],
 def test_registration_leaves_no_local_images(marketplace: Marketplace, docker_client: docker.DockerClient,
                                              ca: CertificateAuthority, shell_image: str) -> None:
     before = image_state(docker_client, marketplace.registry_address, shell_image)
-    marketplace.register(shell_image, caller=ca.identity(Role.USER, "carol"), name="clean-after")
+    marketplace.register_local_image(shell_image, owner=ca.identity(Role.USER, "carol"), name="clean-after")
     assert image_state(docker_client, marketplace.registry_address, shell_image) == before
 
 
 def test_list_and_show(marketplace: Marketplace, ca: CertificateAuthority, shell_image: str) -> None:
     alice, host = ca.identity(Role.USER, "alice"), ca.identity(Role.HOST, "host-1")
-    registered = marketplace.register(shell_image, caller=alice, name="listed")
+    registered = marketplace.register_local_image(shell_image, owner=alice, name="listed")
     assert [a.name for a in marketplace.list(host)] == ["listed"]
     assert marketplace.list(alice, owner="someone-else") == []
     assert marketplace.show(host, "listed").digest == registered.digest
