@@ -11,7 +11,9 @@ import argparse
 import datetime as dt
 import json
 
+from bonseyes_py.cli import arguments
 from bonseyes_py.cli.common import print_json
+from bonseyes_py.cli.sm_commands import check_sm_directory
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     listing = commands.add_parser("list", help="list entries in sequence order")
     listing.add_argument("directory", metavar="DIR", help="the Security Manager directory")
-    listing.add_argument("--after", type=int, default=0, help="only entries after this sequence number")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many entries (max 1000)")
+    listing.add_argument("--after", type=arguments.non_negative_int, default=0,
+                         help="only entries after this sequence number")
+    listing.add_argument("--limit", type=arguments.bounded_int(1, 1000), default=100,
+                         help="at most this many entries (max 1000)")
     listing.add_argument("--action", help="only this action (e.g. host-licence-issued, revoked)")
     listing.add_argument("--subject", help="only this subject")
     listing.add_argument("--json", action="store_true", help="print the entries as JSON")
@@ -36,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _open(directory: str):  # type: ignore[no-untyped-def]
     from bonseyes_py.sm import SecurityManager, SMConfig
 
+    check_sm_directory(directory)
     return SecurityManager.open(SMConfig.load(directory))
 
 

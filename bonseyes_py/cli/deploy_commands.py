@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py.cli import arguments
+from bonseyes_py.errors import InputError
 from bonseyes_py.openstack.provision import (
     SERVER_HOST_PREFIX,
     ProvisionResult,
@@ -125,16 +127,9 @@ def run_deploy(inventory: str, playbook: str = "site.yml", *, extra_vars: dict[s
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {}
-    for item in args.extra_vars or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"error: -e {item}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        extra[key] = value
-    if not Path(args.inventory).exists():
-        print(f"error: inventory {args.inventory} does not exist", file=sys.stderr)
-        return 2
+    extra: dict[str, Any] = dict(args.extra_vars or [])
+    if not (REPO / args.playbook).is_file():
+        raise InputError(f"playbook {args.playbook!r} is not a file of the project {REPO}", check="usage")
     if args.openstack is not None:
         extra["bonseyes_openstack_enabled"] = args.openstack
     if args.teardown:
@@ -157,9 +152,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("deploy", help="run site.yml (or another playbook) over an inventory")
-    parser.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    parser.add_argument("-i", "--inventory", required=True, type=arguments.existing_path,
+                        help="inventory file or directory")
     parser.add_argument("--playbook", default="site.yml", help="playbook relative to the project (default site.yml)")
-    parser.add_argument("-e", "--extra-vars", action="append", help="KEY=VALUE (repeatable)")
+    parser.add_argument("-e", "--extra-vars", action="append", type=arguments.key_value, help="KEY=VALUE (repeatable)")
     parser.add_argument("--check", action="store_true", help="check mode: report what would change")
     parser.add_argument("--tags", help="only plays/tasks with these tags (comma-separated)")
     parser.add_argument("--openstack", action=argparse.BooleanOptionalAction, default=None,
@@ -167,7 +163,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "when the inventory sets bonseyes_openstack_enabled)")
     parser.add_argument("--teardown", action="store_true",
                         help="revoke the OpenStack premise hosts at the SM and delete what provisioning created")
-    parser.add_argument("--forks", type=int, default=10, help="servers deleted at once by --teardown (default 10)")
+    parser.add_argument("--forks", type=arguments.bounded_int(1, 1000), default=10,
+                        help="servers deleted at once by --teardown (default 10)")
     parser.set_defaults(func=cmd_deploy)
 
 

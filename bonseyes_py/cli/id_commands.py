@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bonseyes_py.cli import arguments
 from bonseyes_py.cli.common import print_json, read_passphrase
 from bonseyes_py.identity.hardware import collect_hardware_facts, host_name_for
 from bonseyes_py.identity.ids import sign_host_id
@@ -20,14 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     hardware = commands.add_parser("hardware", help="print this host's hardware ID and the facts behind it")
     hardware.add_argument("--json", action="store_true", help="machine-readable output")
-    hardware.add_argument("--sysroot", default="/", help=argparse.SUPPRESS)
+    hardware.add_argument("--sysroot", default="/", type=arguments.existing_directory, help=argparse.SUPPRESS)
     hardware.set_defaults(func=_hardware)
 
     sign = commands.add_parser("sign-host", help="sign a hardware ID with the host owner's user key (host ID)")
-    sign.add_argument("--owner-cert", required=True, help="owner's certificate chain (PEM)")
-    sign.add_argument("--owner-key", required=True)
-    sign.add_argument("--owner-key-passphrase-file")
-    sign.add_argument("--hardware-id", help="default: this host's")
+    sign.add_argument("--owner-cert", required=True, type=arguments.existing_file,
+                      help="owner's certificate chain (PEM)")
+    sign.add_argument("--owner-key", required=True, type=arguments.existing_file)
+    sign.add_argument("--owner-key-passphrase-file", type=arguments.existing_file)
+    sign.add_argument("--hardware-id", type=arguments.hardware_id, help="default: this host's")
     sign.add_argument("--out", required=True)
     sign.set_defaults(func=_sign_host)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import secrets
 from pathlib import Path
 
+from bonseyes_py.cli import arguments
 from bonseyes_py.cli.common import print_json
 from bonseyes_py.identity.ids import RuntimeID
 from bonseyes_py.licences import Expectations, LicenceIssuer, LicenceKind, verify_licence
@@ -27,32 +28,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     commands = parser.add_subparsers(dest="command", metavar="ACTION", required=True)
 
     issue = commands.add_parser("issue", help="issue a host licence from a local CA (step 4 without the service)")
-    issue.add_argument("--ca", required=True, metavar="DIR")
-    issue.add_argument("--host-id", required=True)
-    issue.add_argument("--host-ip", required=True)
-    issue.add_argument("--digest", required=True, help="image digest sha256:...")
-    issue.add_argument("--artefact", required=True)
-    issue.add_argument("--user", required=True)
-    issue.add_argument("--nonce", help="default: 128 random bits")
-    issue.add_argument("--validity", type=int, default=900, help="seconds (default 900)")
+    issue.add_argument("--ca", required=True, metavar="DIR", type=arguments.existing_directory)
+    issue.add_argument("--host-id", required=True, type=arguments.name("host ID"))
+    issue.add_argument("--host-ip", required=True, type=arguments.ip_address)
+    issue.add_argument("--digest", required=True, type=arguments.digest, help="image digest sha256:...")
+    issue.add_argument("--artefact", required=True, type=arguments.name("artefact ID"))
+    issue.add_argument("--user", required=True, type=arguments.name("user ID"))
+    issue.add_argument("--nonce", type=arguments.nonce, help="default: 128 random bits")
+    issue.add_argument("--validity", type=arguments.validity_seconds, default=900,
+                       help=f"whole seconds, at least 1 and at most {arguments.MAX_VALIDITY_SECONDS} (100 years); "
+                            "default 900")
     issue.add_argument("--out", required=True)
     issue.add_argument("--runtime-key-out", help="write the runtime private key here (0600)")
     issue.set_defaults(func=_issue)
 
     verify = commands.add_parser("verify", help="verify a licence against the SM root")
-    verify.add_argument("file", metavar="FILE")
-    verify.add_argument("--root", required=True, help="SM root certificate (PEM)")
-    verify.add_argument("--intermediate", help="extra intermediate certificates (PEM)")
-    verify.add_argument("--crl", help="CRL to check the signer against")
+    verify.add_argument("file", metavar="FILE", type=arguments.existing_file)
+    verify.add_argument("--root", required=True, type=arguments.existing_file, help="SM root certificate (PEM)")
+    verify.add_argument("--intermediate", type=arguments.existing_file, help="extra intermediate certificates (PEM)")
+    verify.add_argument("--crl", type=arguments.existing_file, help="CRL to check the signer against")
     verify.add_argument("--kind", choices=["host", "artefact"], default="host")
     verify.add_argument("--expect-audience")
     verify.add_argument("--expect-host", help="host ID the licence must be for")
-    verify.add_argument("--expect-ip", help="host IP the licence must be for")
+    verify.add_argument("--expect-ip", type=arguments.ip_address, help="host IP the licence must be for")
     verify.add_argument("--expect-digest", help="image digest the licence must be for")
     verify.add_argument("--expect-nonce")
     verify.add_argument("--expect-artefact")
     verify.add_argument("--expect-user")
-    verify.add_argument("--expect-runtime-cert", help="runtime certificate the licence's cnf must bind")
+    verify.add_argument("--expect-runtime-cert", type=arguments.existing_file,
+                        help="runtime certificate the licence's cnf must bind")
     verify.set_defaults(func=_verify)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from bonseyes_py import safejson
+from bonseyes_py.cli import arguments
 from bonseyes_py.cli.common import print_json, read_passphrase
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.pki.certs import chain_pem
@@ -28,6 +30,9 @@ from bonseyes_py.pki.pkcs12 import import_pkcs12
 
 class PipelineError(BonseyesError):
     check = "pipeline"
+
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 @contextlib.contextmanager
@@ -61,9 +66,14 @@ class SMSession:
         except requests.RequestException as exc:
             raise PipelineError(f"SM at {self.url} did not answer: {exc}", check="sm-unreachable") from exc
         try:
-            answer = response.json()
-        except ValueError:
+            answer = safejson.loads(response.content, what=f"answer of the SM to {method} {path}",
+                                    max_bytes=MAX_ANSWER_BYTES)
+        except InputError as exc:
+            if response.status_code < 400:
+                raise PipelineError(str(exc.args[0]), check="sm-answer") from exc
             answer = {"error": "http", "message": response.text[:200]}
+        if not isinstance(answer, dict):
+            raise PipelineError(f"answer of the SM to {method} {path} is not a JSON object", check="sm-answer")
         if response.status_code >= 400:
             raise PipelineError(str(answer.get("message", "")), check=str(answer.get("error", "http")))
         return answer
@@ -79,21 +89,11 @@ def _print_stages(status: dict[str, Any], seen: dict[int, str]) -> None:
             print(f"stage {key} on {stage['host_id']}: {stage['status']}{extra}", flush=True)
 
 
-def _stages(values: list[str]) -> list[dict[str, str]]:
-    stages = []
-    for value in values:
-        artefact, sep, host = value.partition("@")
-        if not sep or not artefact or not host:
-            raise InputError(f"stage {value!r} must be ARTEFACT@HOST_ID", check="usage")
-        stages.append({"artefact_id": artefact, "host_id": host})
-    return stages
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     with user_identity(args) as (cert, key):
         sm = SMSession(args.sm_url, cert, key, args.ca)
         print(f"step 3: fetching and verifying images of {len(args.stage)} stage(s)", flush=True)
-        pipeline = sm.call("POST", "/v1/pipelines", {"premise": args.premise, "stages": _stages(args.stage)})
+        pipeline = sm.call("POST", "/v1/pipelines", {"premise": args.premise, "stages": args.stage})
         pipeline_id = pipeline["pipeline_id"]
         print(f"pipeline {pipeline_id}: {pipeline['status']}", flush=True)
         result: dict[str, Any] = {}
@@ -145,12 +145,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sm-url", required=True, help="https://HOST:PORT of the Security Manager")
-    parser.add_argument("--ca", required=True, help="SM CA bundle (root + intermediate, PEM)")
-    parser.add_argument("--pkcs12", help="user identity bundle (.p12)")
-    parser.add_argument("--passphrase-file", help="file holding the PKCS#12 passphrase (or BONSEYES_PASSPHRASE)")
-    parser.add_argument("--cert", help="user certificate chain (PEM), instead of --pkcs12")
-    parser.add_argument("--key", help="user key (PEM, 0600), instead of --pkcs12")
+    parser.add_argument("--sm-url", required=True, type=arguments.https_url,
+                        help="https://HOST:PORT of the Security Manager")
+    parser.add_argument("--ca", required=True, type=arguments.existing_file,
+                        help="SM CA bundle (root + intermediate, PEM)")
+    parser.add_argument("--pkcs12", type=arguments.existing_file, help="user identity bundle (.p12)")
+    parser.add_argument("--passphrase-file", type=arguments.existing_file,
+                        help="file holding the PKCS#12 passphrase (or BONSEYES_PASSPHRASE)")
+    parser.add_argument("--cert", type=arguments.existing_file,
+                        help="user certificate chain (PEM), instead of --pkcs12")
+    parser.add_argument("--key", type=arguments.existing_file, help="user key (PEM, 0600), instead of --pkcs12")
     parser.add_argument("--json", action="store_true", help="print the final state as JSON")
 
 
@@ -159,14 +163,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     commands = group.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     run = commands.add_parser("run", help="request a pipeline (step 3) and start it (steps 4-6)")
     _common(run)
-    run.add_argument("--premise", required=True)
-    run.add_argument("stage", nargs="+", help="ARTEFACT@HOST_ID, in pipeline order")
+    run.add_argument("--premise", required=True, type=arguments.name("premise"))
+    run.add_argument("stage", nargs="+", type=arguments.stage, help="ARTEFACT@HOST_ID, in pipeline order")
     run.set_defaults(func=cmd_run)
     status = commands.add_parser("status", help="state of each stage")
     _common(status)
-    status.add_argument("pipeline_id")
+    status.add_argument("pipeline_id", type=arguments.name("pipeline ID"))
     status.set_defaults(func=cmd_status)
     stop = commands.add_parser("stop", help="stop every stage and withdraw the pipeline's licences")
     _common(stop)
-    stop.add_argument("pipeline_id")
+    stop.add_argument("pipeline_id", type=arguments.name("pipeline ID"))
     stop.set_defaults(func=cmd_stop)

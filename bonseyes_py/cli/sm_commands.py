@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bonseyes_py.cli.common import print_json, read_passphrase
+from bonseyes_py.cli import arguments
+from bonseyes_py.cli.common import check_config_file, print_json, read_passphrase, read_text_file
 from bonseyes_py.errors import InputError
 from bonseyes_py.pki.keys import write_secret_file
-from bonseyes_py.sm.revocation import REVOCABLE
 
 Handler = Callable[[argparse.Namespace], int]
+
+# bonseyes_py.sm.revocation.REVOCABLE, spelled out so that parsing a command line does not import the
+# whole service (Flask, SQLAlchemy: seconds per command); tests/cli checks that both stay equal.
+REVOCABLE = ("user", "host", "artefact", "licence", "certificate")
+# Policies are read with the engine's size limit (bonseyes_py.policy.engine.MAX_POLICY_BYTES) and at most
+# this bracket nesting: Cedar's parser recurses per level, and some 1000 nested brackets crash the process.
+MAX_POLICY_FILE_BYTES = 256 * 1024
+MAX_POLICY_NESTING = 64
+# A Cedar string (skipped whole, escapes included), a // comment, or one bracket.
+_POLICY_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|//[^\n]*|[(){}\[\]]')
 
 
 def _dir(parser: argparse.ArgumentParser) -> None:
@@ -33,19 +44,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     init = commands.add_parser("init", help="create the CA, TLS identity, first admin, config and database in DIR")
     _dir(init)
-    init.add_argument("--bind", default="127.0.0.1:8443", help="HOST:PORT the server will listen on")
-    init.add_argument("--trust-domain", default="bonseyes.local")
-    init.add_argument("--server-name", action="append", default=None, help="DNS SAN of the server (repeatable)")
-    init.add_argument("--server-ip", action="append", default=None, help="IP SAN of the server (repeatable)")
-    init.add_argument("--admin", default="admin", help="name of the first admin")
+    init.add_argument("--bind", default="127.0.0.1:8443", type=arguments.host_port,
+                      help="HOST:PORT the server will listen on")
+    init.add_argument("--trust-domain", default="bonseyes.local", type=arguments.trust_domain)
+    init.add_argument("--server-name", action="append", default=None, type=arguments.dns_name,
+                      help="DNS SAN of the server (repeatable)")
+    init.add_argument("--server-ip", action="append", default=None, type=arguments.ip_address,
+                      help="IP SAN of the server (repeatable)")
+    init.add_argument("--admin", default="admin", type=arguments.name("admin name"), help="name of the first admin")
     init.add_argument("--database-url", default="", help="SQLAlchemy URL (default: SQLite in DIR)")
     init.set_defaults(func=_init)
 
     serve = commands.add_parser("serve", help="run the SM under gunicorn with mutual TLS (foreground)")
     _dir(serve)
-    serve.add_argument("--bind", help="HOST:PORT (default: from sm.json)")
-    serve.add_argument("--workers", type=int)
-    serve.add_argument("--threads", type=int)
+    serve.add_argument("--bind", type=arguments.host_port, help="HOST:PORT (default: from sm.json)")
+    serve.add_argument("--workers", type=arguments.bounded_int(1, 1024))
+    serve.add_argument("--threads", type=arguments.bounded_int(1, 1024))
     serve.add_argument("--worker-class", choices=("gthread", "sync"))
     serve.add_argument("--pidfile")
     serve.set_defaults(func=_serve)
@@ -56,24 +70,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                            ("set-policy", "set the Cedar policy of a premise from a .cedar file")):
         sub = premise.add_parser(name, help=helptext)
         _dir(sub)
-        sub.add_argument("name", metavar="PREMISE")
+        sub.add_argument("name", metavar="PREMISE", type=arguments.name("premise"))
         if name == "create":
-            sub.add_argument("--policy", metavar="FILE.cedar", help="policy text (default: the baseline policy)")
-            sub.add_argument("--user", action="append", default=None, help="member user (repeatable)")
-            sub.add_argument("--host", action="append", default=None, help="member host (repeatable)")
+            sub.add_argument("--policy", metavar="FILE.cedar", type=arguments.existing_file,
+                             help="policy text (default: the baseline policy)")
+            sub.add_argument("--user", action="append", default=None, type=arguments.name("user ID"),
+                             help="member user (repeatable)")
+            sub.add_argument("--host", action="append", default=None, type=arguments.name("host ID"),
+                             help="member host (repeatable)")
         else:
-            sub.add_argument("policy", metavar="FILE.cedar")
+            sub.add_argument("policy", metavar="FILE.cedar", type=arguments.existing_file)
         sub.set_defaults(func=_premise_put)
     show = premise.add_parser("show", help="show a premise, its members and policy")
     _dir(show)
-    show.add_argument("name", metavar="PREMISE")
-    show.add_argument("--revision", type=int, help="show this policy revision instead of the current one")
+    show.add_argument("name", metavar="PREMISE", type=arguments.name("premise"))
+    show.add_argument("--revision", type=arguments.positive_int,
+                      help="show this policy revision instead of the current one")
     show.set_defaults(func=_premise_show)
 
     policy = commands.add_parser("policy", help="Cedar policies").add_subparsers(
         dest="policy_command", metavar="ACTION", required=True)
     validate = policy.add_parser("validate", help="check a .cedar file against the policy schema")
-    validate.add_argument("file", metavar="FILE.cedar")
+    validate.add_argument("file", metavar="FILE.cedar", type=arguments.existing_file)
     validate.set_defaults(func=_policy_validate)
     default = policy.add_parser("default", help="print the baseline policy (a starting point)")
     default.set_defaults(func=_policy_default)
@@ -85,22 +103,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing.set_defaults(func=_host_list)
     host_show = hosts.add_parser("show", help="show one host")
     _dir(host_show)
-    host_show.add_argument("host_id", metavar="HOST_ID")
+    host_show.add_argument("host_id", metavar="HOST_ID", type=arguments.name("host ID"))
     host_show.set_defaults(func=_host_show)
 
     users = commands.add_parser("user", help="users and admins").add_subparsers(
         dest="user_command", metavar="ACTION", required=True)
     enrol = users.add_parser("enrol", help="enrol a user; writes their PKCS#12 bundle (0600) once")
     _dir(enrol)
-    enrol.add_argument("user_id", metavar="USER")
+    enrol.add_argument("user_id", metavar="USER", type=arguments.name("user ID"))
     enrol.add_argument("--out", required=True, metavar="FILE.p12", help="PKCS#12 output (written 0600)")
-    enrol.add_argument("--passphrase-file", required=True, help="file holding the bundle passphrase")
+    enrol.add_argument("--passphrase-file", required=True, type=arguments.existing_file,
+                       help="file holding the bundle passphrase")
     enrol.add_argument("--role", choices=("user", "admin"), default="user")
     enrol.add_argument("--organisation", default="")
     enrol.set_defaults(func=_user_enrol)
     user_show = users.add_parser("show", help="show one user and their certificate serials")
     _dir(user_show)
-    user_show.add_argument("user_id", metavar="USER")
+    user_show.add_argument("user_id", metavar="USER", type=arguments.name("user ID"))
     user_show.set_defaults(func=_user_show)
 
     revoke = commands.add_parser("revoke", help="revoke a user, host, artefact, licence or certificate; "
@@ -112,9 +131,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     revoke.set_defaults(func=_revoke)
 
 
+def check_sm_directory(directory: str) -> None:
+    """A garbage ``sm.json`` is one line naming it, before the service code reads it."""
+    from bonseyes_py.sm.config import CONFIG_NAME, SMConfig
+
+    check_config_file(directory, SMConfig, CONFIG_NAME)
+
+
 def _with_admin(args: argparse.Namespace, action: Callable[[Any, Any], Any]) -> Any:
     from bonseyes_py.sm import admin_api
 
+    check_sm_directory(args.directory)
     sm, admin = admin_api(args.directory)
     try:
         return action(sm, admin)
@@ -138,14 +165,33 @@ def _init(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from bonseyes_py.sm import SMConfig, serve
 
+    check_sm_directory(args.directory)
     config = SMConfig.load(args.directory, bind=args.bind, workers=args.workers, threads=args.threads,
                            worker_class=args.worker_class, pidfile=args.pidfile)
     serve(config)
     return 0
 
 
+def _policy_nesting(text: str) -> int:
+    """The deepest nesting of ( [ { in a Cedar text, brackets in strings and comments ignored."""
+    depth = deepest = 0
+    for match in _POLICY_TOKEN.finditer(text):
+        bracket = match.group()
+        if bracket in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in ")]}":
+            depth -= 1
+    return deepest
+
+
 def _read_policy(path: str) -> str:
-    text = Path(path).read_text(encoding="utf-8")
+    """A policy file's text: UTF-8, within the engine's size limit, and not nested beyond what Cedar parses."""
+    text = read_text_file(path, what="policy file", max_bytes=MAX_POLICY_FILE_BYTES)
+    depth = _policy_nesting(text)
+    if depth > MAX_POLICY_NESTING:
+        raise InputError(f"policy file {path} nests brackets {depth} levels deep, deeper than "
+                         f"{MAX_POLICY_NESTING}", check="policy-file")
     return text
 
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bonseyes_py.errors import InputError
+
 FACT_NAMES = ("machine_id", "product_uuid", "nic_macs", "cpu_model", "gpus")
 
 
@@ -97,7 +99,12 @@ def _gpus(sysroot: Path) -> list[str]:
 
 
 def collect_hardware_facts(sysroot: Path | str = "/") -> HardwareFacts:
+    """The facts under ``sysroot``, which must be a directory: a file or a missing path would give every
+    fact as null, a hardware ID computed over nothing that any such mistake shares."""
     root = Path(sysroot)
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a directory"
+        raise InputError(f"hardware facts root {str(sysroot)!r} {what}", check="sysroot")
     uuid = _read(root / "sys/class/dmi/id/product_uuid")
     return HardwareFacts(
         machine_id=_read(root / "etc/machine-id"),

@@ -14,12 +14,29 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from bonseyes_py.errors import InputError
 from bonseyes_py.pki.keys import PrivateKey, PublicKey, signature_hash
+
+MAX_COMMON_NAME = 64  # RFC 5280 ub-common-name; longer labels are cut to this
+
+
+def check_common_name(common_name: str | None) -> str | None:
+    """A CSR label: printable text without surrounding spaces; a control character (a newline that would
+    forge a second line in logs and diffs, an escape sequence) never enters a certificate request."""
+    if common_name is None or common_name == "":
+        return None
+    if not isinstance(common_name, str):
+        raise InputError(f"common name must be a string, not {type(common_name).__name__}", check="common-name")
+    if not common_name.isprintable() or common_name != common_name.strip():
+        raise InputError(f"common name {common_name!r} holds control characters or surrounding spaces",
+                         check="common-name")
+    return common_name[:MAX_COMMON_NAME]
 
 
 def build_csr(key: PrivateKey, common_name: str | None = None) -> x509.CertificateSigningRequest:
     """A CSR over ``key``'s public key, signed by ``key``; ``common_name`` is an optional label."""
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])] if common_name else []
+    label = check_common_name(common_name)
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, label)] if label else []
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attributes))
     return builder.sign(key, signature_hash(key))  # type: ignore[arg-type]
 
@@ -42,4 +59,4 @@ def csr_common_name(csr: x509.CertificateSigningRequest) -> str | None:
 def csr_matches_key(csr: x509.CertificateSigningRequest, key: PrivateKey, common_name: str | None = None) -> bool:
     """Whether ``csr`` requests a certificate for ``key`` with the given label (signature checked by the loader)."""
     return (public_key_sha256(csr.public_key()) == public_key_sha256(key.public_key())  # type: ignore[arg-type]
-            and csr_common_name(csr) == (common_name[:64] if common_name else None))
+            and csr_common_name(csr) == check_common_name(common_name))

@@ -62,7 +62,7 @@ def check_name(name: str, what: str = "name") -> str:
 
 
 def check_trust_domain(trust_domain: str) -> str:
-    if not _TRUST_DOMAIN_RE.match(trust_domain):
+    if not isinstance(trust_domain, str) or not _TRUST_DOMAIN_RE.match(trust_domain):
         raise InputError(f"trust domain {trust_domain!r} must be a lower-case DNS name", check="trust-domain")
     return trust_domain
 

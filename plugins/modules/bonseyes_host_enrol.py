@@ -46,13 +46,16 @@ options:
     type: path
     required: true
   premises:
-    description: Premises the host serves; each must exist at the SM.
+    description:
+      - Premises the host serves; each must exist at the SM.
+      - "Each is a name of 1-128 characters of A-Z a-z 0-9 . _ : @ + - starting with a letter or digit."
     type: list
     elements: str
     default: []
   sysroot:
     description:
       - Root of the tree the hardware facts are read from (a fake tree lets several test hosts share a machine).
+      - Must be a directory; anything else fails the task before the SM is asked.
     type: path
     default: /
   replace_identity:
@@ -116,7 +119,7 @@ if HAS_BONSEYES_PY:
     from bonseyes_py.jose import Signer
     from bonseyes_py.pki.certs import load_certificate_chain, load_csr
     from bonseyes_py.pki.keys import read_private_key
-    from bonseyes_py.pki.roles import Role, identity_of
+    from bonseyes_py.pki.roles import Role, check_name, identity_of
     from bonseyes_py.pki.verify import TrustStore, verify_certificate
 
 
@@ -132,6 +135,8 @@ class HostEnrolModule(BonseyesModule):
     sm_connection = True
 
     def run(self):
+        for premise in self.params["premises"]:
+            check_name(premise, "premise")
         facts = collect_hardware_facts(self.params["sysroot"])
         host_name = host_name_for(facts.hardware_id)
         with open(self.params["csr_path"], "rb") as handle:

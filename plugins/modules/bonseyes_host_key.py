@@ -47,6 +47,8 @@ options:
     description:
       - Label put in the CSR subject, typically the host name from M(bonseyes.vp.bonseyes_hardware_id).
       - The Security Manager sets the certificate's role and name itself; this is for humans.
+      - Printable text without surrounding spaces; a label with a control character (such as a newline) fails the
+        task, in check mode too. Labels longer than 64 characters are cut to 64.
     type: str
   algorithm:
     description:
@@ -137,7 +139,14 @@ from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import
 if HAS_BONSEYES_PY:
     from bonseyes_py.errors import InputError
     from bonseyes_py.pki.certs import load_csr
-    from bonseyes_py.pki.csr import build_csr, csr_common_name, csr_matches_key, csr_pem, public_key_sha256
+    from bonseyes_py.pki.csr import (
+        build_csr,
+        check_common_name,
+        csr_common_name,
+        csr_matches_key,
+        csr_pem,
+        public_key_sha256,
+    )
     from bonseyes_py.pki.keys import algorithm_of, generate_private_key, private_key_pem, read_private_key
 
 KEY_MODE = 0o600
@@ -158,6 +167,7 @@ class HostKeyModule(BonseyesModule):
     def run(self):
         key_path, csr_path = self.params["path"], self.params["csr_path"]
         common_name, algorithm = self.params["common_name"], self.params["algorithm"]
+        check_common_name(common_name)  # before anything is read or written, in check mode too
         if os.path.realpath(key_path) == os.path.realpath(csr_path):
             self.fail(msg=f"path and csr_path are both {key_path}; the CSR would overwrite the key", check="input")
 

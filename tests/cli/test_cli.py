@@ -138,7 +138,8 @@ def test_verify_garbage_is_one_line_never_a_traceback(workdir: Path, content: by
 def test_missing_files_are_one_line(workdir: Path) -> None:
     result = run("licence", "verify", "--root", "nope.pem", "host.jwt", cwd=workdir)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: No such file or directory: nope.pem"
+    assert result.stderr.strip() == ("error: bonseyes licence verify: argument --root: 'nope.pem' does not exist "
+                                     "(see bonseyes licence verify --help)")
 
 
 def test_export_user_pkcs12_is_0600_and_opens_with_openssl(workdir: Path) -> None:
