@@ -233,7 +233,7 @@ def write_enrol_inventory(directory: Path, plane: ControlPlane, prefix: str, *, 
         "bonseyes_module_sm_url": f"https://127.0.0.1:{sm_port}",
         "bonseyes_module_sm_ca_bundle_pem":
             "{{ hostvars[groups['security_manager'][0]]['security_manager_ca_bundle_pem'] }}",
-        "bonseyes_module_registry": "127.0.0.1:5001",
+        "bonseyes_module_registry": "registry.bonseyes.test:5001",
         "bonseyes_module_owner_cert": str(users / "user.pem"), "bonseyes_module_owner_key": str(users / "user.key"),
         "bonseyes_module_premises": ["{{ bonseyes_premise.name }}"],
         "bonseyes_module_heartbeat_seconds": 2,
