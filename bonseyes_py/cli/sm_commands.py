@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,9 @@ Handler = Callable[[argparse.Namespace], int]
 # bonseyes_py.sm.revocation.REVOCABLE, spelled out so that parsing a command line does not import the
 # whole service (Flask, SQLAlchemy: seconds per command); tests/cli checks that both stay equal.
 REVOCABLE = ("user", "host", "artefact", "licence", "certificate")
-# Policies are read with the engine's size limit (bonseyes_py.policy.engine.MAX_POLICY_BYTES) and at most
-# this bracket nesting: Cedar's parser recurses per level, and some 1000 nested brackets crash the process.
+# Policies are read with the engine's size limit (bonseyes_py.policy.engine.MAX_POLICY_BYTES) and nesting
+# limit (MAX_POLICY_NESTING: Cedar's parser recurses per level, and ~1000 nested brackets crash the process).
 MAX_POLICY_FILE_BYTES = 256 * 1024
-MAX_POLICY_NESTING = 64
-# A Cedar string (skipped whole, escapes included), a // comment, or one bracket.
-_POLICY_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|//[^\n]*|[(){}\[\]]')
 
 
 def _dir(parser: argparse.ArgumentParser) -> None:
@@ -172,26 +168,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy_nesting(text: str) -> int:
-    """The deepest nesting of ( [ { in a Cedar text, brackets in strings and comments ignored."""
-    depth = deepest = 0
-    for match in _POLICY_TOKEN.finditer(text):
-        bracket = match.group()
-        if bracket in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif bracket in ")]}":
-            depth -= 1
-    return deepest
-
-
 def _read_policy(path: str) -> str:
     """A policy file's text: UTF-8, within the engine's size limit, and not nested beyond what Cedar parses."""
     text = read_text_file(path, what="policy file", max_bytes=MAX_POLICY_FILE_BYTES)
-    depth = _policy_nesting(text)
-    if depth > MAX_POLICY_NESTING:
-        raise InputError(f"policy file {path} nests brackets {depth} levels deep, deeper than "
-                         f"{MAX_POLICY_NESTING}", check="policy-file")
+    from bonseyes_py.policy.engine import MAX_POLICY_NESTING, policy_nesting
+
+    if policy_nesting(text, MAX_POLICY_NESTING) > MAX_POLICY_NESTING:
+        raise InputError(f"policy file {path} nests brackets deeper than {MAX_POLICY_NESTING} levels",
+                         check="policy-file")
     return text
 
 

@@ -20,6 +20,7 @@ The attribute classes are frozen, so a changed attribute is a different key, nev
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from importlib import resources
@@ -41,6 +42,28 @@ from bonseyes_py.policy.model import (
 )
 
 MAX_POLICY_BYTES = 256 * 1024
+# Cedar's parser recurses once per bracket level: about 1000 nested brackets crash the whole process (a
+# segfault, not an exception), so texts are refused beyond this nesting before Cedar sees them.
+MAX_POLICY_NESTING = 64
+# A Cedar string (skipped whole; the closing quote optional so an unterminated one ends the scan in one
+# step, keeping it linear), a // comment, or one bracket.
+_POLICY_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"?|//[^\n]*|[(){}\[\]]', re.DOTALL)
+
+
+def policy_nesting(text: str, limit: int | None = None) -> int:
+    """The deepest nesting of ( [ { in a Cedar text, brackets in strings and comments ignored (linear)."""
+    depth = deepest = 0
+    for match in _POLICY_TOKEN.finditer(text):
+        first = text[match.start()]
+        if first in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if limit is not None and deepest > limit:
+                    return deepest
+        elif first in ")]}" and depth > 0:
+            depth -= 1
+    return deepest
 _CACHE_SIZE = 16
 _ENTITY_CACHE_SIZE = 1024
 
@@ -100,6 +123,8 @@ class PolicyEngine:
             raise PolicyError(f"policy text is not valid UTF-8 at character {exc.start}") from exc
         if size > MAX_POLICY_BYTES:
             raise PolicyError(f"policy text is {size} bytes, over the limit of {MAX_POLICY_BYTES}")
+        if policy_nesting(policy_text, MAX_POLICY_NESTING) > MAX_POLICY_NESTING:
+            raise PolicyError(f"policy text nests brackets deeper than {MAX_POLICY_NESTING} levels")
         try:
             policy_set = cedarpy.PolicySet.from_str(policy_text)
         except ValueError as exc:

@@ -332,3 +332,15 @@ def test_gunicorn_refusals_of_the_bm_are_json(bm: BMPeer, world: World) -> None:
     sm = _sm_identity(world)
     _bm_error(bm.request(sm, "GET", "/v1/status?x=" + "a" * 10_000), 414, "uri-too-long")
     assert bm.request(sm, "GET", "/v1/status").status_code == 200
+
+
+def test_a_deeply_nested_policy_is_refused_before_cedar_parses_it(world: World) -> None:
+    """Cedar's parser recurses per bracket: ~1000 levels crash the worker process (SIGSEGV, not an exception).
+
+    The engine refuses nesting beyond MAX_POLICY_NESTING first; the SM answers 422 and keeps serving.
+    """
+    deep = 'permit (principal, action, resource) when { ' + "(" * 5_000 + "true" + ")" * 5_000 + " };"
+    response = world.admin.put(f"/v1/premises/{unique('deep-policy')}", {"policy": deep})
+    check_error(response, 422, "policy")
+    assert "nests brackets deeper than 64" in response.json()["message"]
+    assert world.admin.get("/v1/ping").status_code == 200

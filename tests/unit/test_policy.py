@@ -337,3 +337,19 @@ def test_decide_always_answers(
             assert host is not None
             assert host.available
             assert premise.name in host.premises
+
+
+def test_nesting_beyond_the_limit_is_refused_before_cedar_parses(engine: PolicyEngine) -> None:
+    """Cedar segfaults on ~1000 nested brackets; the engine must refuse such a text with a PolicyError."""
+    deep = 'permit (principal, action, resource) when { ' + "(" * 2_000 + "true" + ")" * 2_000 + " };"
+    with pytest.raises(PolicyError, match="nests brackets deeper than 64"):
+        engine.validate(deep)
+
+
+def test_brackets_in_strings_and_comments_do_not_count_and_the_scan_is_linear() -> None:
+    from bonseyes_py.policy.engine import policy_nesting
+
+    assert policy_nesting('permit (principal, action, resource) when { ("((((" == "[") }; // ((((\n') == 2
+    # An unterminated string followed by many escaped quotes: linear, not one scan per quote.
+    assert policy_nesting('"' + '\\"' * 200_000 + "(((") == 0
+    assert policy_nesting("(" * 10_000, limit=64) == 65
