@@ -8,6 +8,7 @@ hardware ID the same way a real host would: from facts, never from a free-form n
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ class OwnerIdentity:
 def enrol_host(directory: Path | str, *, sm_url: str, ca_bundle: Path, owner: OwnerIdentity, bind_ip: str,
                port: int, registry: str = "", premises: list[str] | None = None, sysroot: Path | str = "/",
                **settings: Any) -> BMConfig:
+    try:
+        ipaddress.ip_address(bind_ip)
+    except ValueError as exc:
+        raise InputError(f"bind IP {bind_ip!r} is not an IP address", check="bind-ip") from exc
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InputError(f"port {port!r} is not a TCP port (1-65535)", check="port")
     directory = Path(directory)
     if (directory / "bm.json").exists():
         raise InputError(f"a Bonseyes Module already exists in {directory}", check="bm-exists")
