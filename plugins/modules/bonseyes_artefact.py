@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Runs the Marketplace's registration pipeline on the marketplace host, in process, with the operator's
     authority, through C(bonseyes_py.mp.service.Marketplace.register_local_image) (the one registration path
-    that reads the engine; the Marketplace's network service takes uploads only): it vets the image
+    that reads the engine; the Marketplace's network service takes uploads only). It vets the image
     O(image) from the local Docker engine, adds the Bonseyes Layer, pushes it to the registry at
     O(registry_address) with the MP's push credentials, and has the SM's CA (in O(ca_dir), on this host) sign
     the artefact and image IDs. The artefact is then recorded at the SM (C(POST /v1/artefacts)) with the
