@@ -1,17 +1,28 @@
-"""``bonseyes ca``: create the SM's CA, issue role certificates, revoke, export user bundles."""
+"""``bonseyes ca``: create the SM's CA, issue role certificates, revoke, export user bundles, and keep
+the root offline (move it out, renew the intermediate under it).
+
+``revoke`` writes to the CA's one revocation store: the Security Manager's database when the CA
+belongs to an SM, its CRL file otherwise (``bonseyes_py.sm.service.revocation_store``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
+from bonseyes_py.cli import arguments
 from bonseyes_py.cli.common import print_json, read_passphrase, require_one
-from bonseyes_py.pki.ca import CertificateAuthority
+from bonseyes_py.errors import InputError
+from bonseyes_py.pki.ca import CertificateAuthority, RootAuthority, root_key_state
 from bonseyes_py.pki.certs import certificate_pem, chain_pem, fingerprint_sha256, load_csr, read_certificate
 from bonseyes_py.pki.keys import (
     KeyAlgorithm,
     generate_private_key,
+    read_passphrase_file,
     write_private_key,
     write_public_file,
     write_secret_file,
@@ -27,43 +38,103 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init = commands.add_parser("init", help="create root, intermediate and licence signer in DIR")
     init.add_argument("directory", metavar="DIR")
     init.add_argument("--algorithm", choices=[a.value for a in KeyAlgorithm], default=KeyAlgorithm.EC_P256.value)
-    init.add_argument("--trust-domain", default="bonseyes.local")
-    init.add_argument("--root-passphrase-file", help="encrypt the root key (keep it offline)")
+    init.add_argument("--trust-domain", default="bonseyes.local", type=arguments.trust_domain)
+    init.add_argument("--root-passphrase-file", metavar="FILE",
+                      help="encrypt the root key with the passphrase in FILE (mode 0600)")
+    init.add_argument("--root-dir", metavar="OFFLINE",
+                      help="write the root key to OFFLINE (an offline medium), never into DIR")
+    init.add_argument("--plaintext-root", action="store_true",
+                      help="keep the root key unencrypted (not recommended; says so loudly)")
     init.set_defaults(func=_init)
 
     issue = commands.add_parser("issue", help="issue a leaf certificate for a role")
-    issue.add_argument("--ca", required=True, metavar="DIR")
+    issue.add_argument("--ca", required=True, metavar="DIR", type=arguments.existing_directory)
     issue.add_argument("--role", required=True, choices=[r.value for r in Role if r is not Role.LICENCE_SIGNER])
-    issue.add_argument("--name", required=True)
-    issue.add_argument("--csr", help="CSR of the requester (its key never leaves it)")
+    issue.add_argument("--name", required=True, type=arguments.name("name"))
+    issue.add_argument("--csr", type=arguments.existing_file, help="CSR of the requester (its key never leaves it)")
     issue.add_argument("--new-key", metavar="KEYOUT", help="generate the key here instead (0600)")
     issue.add_argument("--key-algorithm", choices=[a.value for a in KeyAlgorithm], default=KeyAlgorithm.EC_P256.value)
     issue.add_argument("--out", required=True, help="certificate chain output (leaf, intermediate)")
-    issue.add_argument("--ip", action="append", default=[], help="IP address SAN (repeatable)")
-    issue.add_argument("--dns", action="append", default=[], help="DNS name SAN (repeatable)")
-    issue.add_argument("--validity-days", type=float)
+    issue.add_argument("--ip", action="append", default=[], type=arguments.ip_address,
+                       help="IP address SAN (repeatable)")
+    issue.add_argument("--dns", action="append", default=[], type=arguments.dns_name, help="DNS name SAN (repeatable)")
+    issue.add_argument("--validity-days", type=arguments.validity_days,
+                       help=f"more than 0, at most {arguments.MAX_VALIDITY_DAYS} (100 years; default: the role's)")
     issue.set_defaults(func=_issue)
 
-    revoke = commands.add_parser("revoke", help="revoke a certificate and publish a new CRL")
+    revoke = commands.add_parser("revoke", help="revoke a certificate in the CA's revocation store (the SM's database"
+                                                " for an SM's CA) and publish a new CRL")
     revoke.add_argument("--ca", required=True, metavar="DIR")
     revoke.add_argument("certificate", metavar="CERT")
+    revoke.add_argument("--reason", default="", help="recorded in the SM's audit log")
     revoke.set_defaults(func=_revoke)
 
+    renew = commands.add_parser("renew-intermediate",
+                                help="certify the intermediate's key again under the (offline) root; a running SM"
+                                     " keeps working and picks it up")
+    renew.add_argument("--ca", required=True, metavar="DIR", help="the CA directory (e.g. the SM's ca/)")
+    renew.add_argument("--root-dir", required=True, metavar="OFFLINE", help="directory holding the root key")
+    renew.add_argument("--root-passphrase-file", metavar="FILE", help="passphrase of the root key (mode 0600)")
+    renew.set_defaults(func=_renew_intermediate)
+
+    csr = commands.add_parser("intermediate-csr", help="write a CSR of the intermediate key, for an air-gapped root")
+    csr.add_argument("--ca", required=True, metavar="DIR")
+    csr.add_argument("--out", required=True, metavar="FILE.csr")
+    csr.set_defaults(func=_intermediate_csr)
+
+    sign = commands.add_parser("sign-intermediate", help="on the offline machine: certify an intermediate CSR")
+    sign.add_argument("--root-dir", required=True, metavar="OFFLINE")
+    sign.add_argument("--root-passphrase-file", metavar="FILE", help="passphrase of the root key (mode 0600)")
+    sign.add_argument("--csr", required=True, metavar="FILE.csr")
+    sign.add_argument("--out", required=True, metavar="FILE.pem")
+    sign.set_defaults(func=_sign_intermediate)
+
+    install = commands.add_parser("install-intermediate", help="install an intermediate certified by the root")
+    install.add_argument("--ca", required=True, metavar="DIR")
+    install.add_argument("certificate", metavar="FILE.pem")
+    install.set_defaults(func=_install_intermediate)
+
+    move = commands.add_parser("move-root", help="move the root key out of DIR to an offline directory")
+    move.add_argument("--ca", required=True, metavar="DIR")
+    move.add_argument("--root-dir", required=True, metavar="OFFLINE")
+    move.set_defaults(func=_move_root)
+
     export = commands.add_parser("export-user", help="issue a user identity as a PKCS#12 bundle")
-    export.add_argument("--ca", required=True, metavar="DIR")
-    export.add_argument("--name", required=True)
+    export.add_argument("--ca", required=True, metavar="DIR", type=arguments.existing_directory)
+    export.add_argument("--name", required=True, type=arguments.name("name"))
     export.add_argument("--out", required=True, help="PKCS#12 file (0600)")
     export.add_argument("--passphrase-file", required=True)
     export.add_argument("--admin", action="store_true", help="issue an admin identity instead of a user")
     export.set_defaults(func=_export_user)
 
 
+PLAINTEXT_ROOT_WARNING = (
+    "WARNING: the root key {key} is NOT encrypted. Whoever reads it can mint intermediates for the whole trust"
+    " domain. Give --root-passphrase-file FILE (mode 0600) and --root-dir OFFLINE to keep it encrypted and"
+    " offline (docs/pki-and-keys.md).")
+IMPLICIT_PLAINTEXT_NOTE = ("WARNING: neither --root-passphrase-file nor --plaintext-root was given; a plaintext"
+                           " root without --plaintext-root is deprecated and will be refused.")
+
+
+def _root_passphrase(path: str | None) -> bytes | None:
+    return read_passphrase_file(path) if path else None
+
+
 def _init(args: argparse.Namespace) -> int:
+    if args.plaintext_root and args.root_passphrase_file:
+        raise InputError("give --root-passphrase-file or --plaintext-root, not both", check="usage")
+    passphrase = _root_passphrase(args.root_passphrase_file)
     authority = CertificateAuthority.init(args.directory, trust_domain=args.trust_domain, algorithm=args.algorithm,
-                                          root_passphrase=read_passphrase(args.root_passphrase_file))
+                                          root_passphrase=passphrase, root_directory=args.root_dir)
+    root_key = Path(args.root_dir) / "private" / "root.key" if args.root_dir else authority.paths.root_key
+    if passphrase is None:
+        print(PLAINTEXT_ROOT_WARNING.format(key=root_key), file=sys.stderr)
+        if not args.plaintext_root:
+            print(IMPLICIT_PLAINTEXT_NOTE, file=sys.stderr)
     print_json({"root": str(authority.paths.root_cert), "intermediate": str(authority.paths.intermediate_cert),
                 "signer": str(authority.paths.signer_cert), "crl": str(authority.paths.crl),
-                "root_sha256": fingerprint_sha256(authority.root), "trust_domain": authority.trust_domain})
+                "root_sha256": fingerprint_sha256(authority.root), "trust_domain": authority.trust_domain,
+                "root_key": str(root_key), "root_key_encrypted": passphrase is not None})
     return 0
 
 
@@ -86,11 +157,57 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    authority = CertificateAuthority.load(args.ca)
+    from bonseyes_py.sm.service import revocation_store
+
     certificate = read_certificate(args.certificate)
-    crl = authority.revoke(certificate.serial_number)
-    print_json({"revoked_serial": f"{certificate.serial_number:x}", "crl": str(authority.paths.crl),
-                "crl_entries": len(list(crl))})
+    print_json(revocation_store(args.ca).revoke(certificate, reason=args.reason).as_dict())
+    return 0
+
+
+def _renew_intermediate(args: argparse.Namespace) -> int:
+    from bonseyes_py.sm.service import install_intermediate
+
+    authority = CertificateAuthority.load(args.ca)
+    root = RootAuthority.load(args.root_dir, passphrase=_root_passphrase(args.root_passphrase_file))
+    if root.certificate != authority.root:
+        raise InputError(f"the root in {args.root_dir} is not the root of {args.ca}", check="root")
+    certificate = root.issue_intermediate(authority.intermediate_csr())
+    print_json(install_intermediate(authority, certificate))
+    return 0
+
+
+def _intermediate_csr(args: argparse.Namespace) -> int:
+    authority = CertificateAuthority.load(args.ca)
+    write_public_file(args.out, authority.intermediate_csr().public_bytes(serialization.Encoding.PEM))
+    print_json({"csr": args.out, "intermediate_serial": f"{authority.intermediate.serial_number:x}",
+                "not_after": authority.intermediate.not_valid_after_utc.isoformat()})
+    return 0
+
+
+def _sign_intermediate(args: argparse.Namespace) -> int:
+    root = RootAuthority.load(args.root_dir, passphrase=_root_passphrase(args.root_passphrase_file))
+    certificate = root.issue_intermediate(load_csr(Path(args.csr).read_bytes()))
+    write_public_file(args.out, certificate_pem(certificate))
+    print_json({"intermediate": args.out, "serial": f"{certificate.serial_number:x}",
+                "not_after": certificate.not_valid_after_utc.isoformat()})
+    return 0
+
+
+def _install_intermediate(args: argparse.Namespace) -> int:
+    from bonseyes_py.sm.service import install_intermediate
+
+    print_json(install_intermediate(CertificateAuthority.load(args.ca), read_certificate(args.certificate)))
+    return 0
+
+
+def _move_root(args: argparse.Namespace) -> int:
+    authority = CertificateAuthority.load(args.ca)
+    state = root_key_state(authority.paths.directory)
+    moved = authority.move_root(args.root_dir)
+    if state == "plaintext":
+        print(PLAINTEXT_ROOT_WARNING.format(key=moved), file=sys.stderr)
+    print_json({"root_key": str(moved), "root_key_encrypted": state == "encrypted",
+                "ca_root_key": root_key_state(authority.paths.directory)})
     return 0
 
 

@@ -124,6 +124,40 @@ def load_private_key_pem(pem: bytes, passphrase: bytes | None = None) -> Private
     return key
 
 
+def check_private_file(path: Path | str, what: str = "key file") -> Path:
+    """Refuse a secret file that group or others may read, naming the fix."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"{what} {path} does not exist") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{what} {path} has mode {stat.S_IMODE(mode):04o}, readable by others;"
+                           f" run chmod 600 {path}")
+    return path
+
+
+MAX_PASSPHRASE_BYTES = 4096
+
+
+def read_passphrase_file(path: Path | str) -> bytes:
+    """A passphrase from a file of mode 0600 (or stricter): one line, trailing newline dropped, not empty."""
+    path = check_private_file(path, "passphrase file")
+    content = path.read_bytes()
+    if len(content) > MAX_PASSPHRASE_BYTES:
+        raise KeyFileError(f"passphrase file {path} is larger than {MAX_PASSPHRASE_BYTES} bytes")
+    passphrase = content.rstrip(b"\r\n")
+    if not passphrase:
+        raise KeyFileError(f"passphrase file {path} is empty; write the passphrase into it (mode 0600)")
+    return passphrase
+
+
+def key_file_is_encrypted(path: Path | str) -> bool:
+    """Whether a PEM key file is passphrase-encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY`` or a legacy header)."""
+    head = Path(path).read_bytes()[:MAX_PEM_BYTES]
+    return b"ENCRYPTED PRIVATE KEY" in head or b"Proc-Type: 4,ENCRYPTED" in head
+
+
 def read_private_key(path: Path | str, passphrase: bytes | None = None) -> PrivateKey:
     """Read a key file, refusing one that group or others can read."""
     path = Path(path)

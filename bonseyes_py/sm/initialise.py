@@ -1,4 +1,12 @@
-"""``init_sm``: create a Security Manager directory, its CA, TLS identity, first admin and database."""
+"""``init_sm``: create a Security Manager directory, its CA, TLS identity, first admin and database.
+
+The CA directory records that it belongs to this SM (``ca.json``), so every revocation of its
+certificates, whichever command makes it, lands in the SM's database (``service.revocation_store``).
+The root key is needed only to sign intermediates: ``root_passphrase`` encrypts it, and
+``root_directory`` (an offline medium) keeps it out of the SM directory altogether. Operators'
+entry points (the Ansible module and role) require one of them or an explicit opt-out; this
+function is the building block and takes what it is given.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ from typing import Any
 
 from bonseyes_py.errors import InputError
 from bonseyes_py.pki.ca import CertificateAuthority
-from bonseyes_py.pki.certs import certificate_pem, chain_pem
+from bonseyes_py.pki.certs import certificate_pem, chain_pem, load_certificate_chain
 from bonseyes_py.pki.keys import (
     KeyAlgorithm,
     generate_private_key,
@@ -25,11 +33,13 @@ from bonseyes_py.sm.models import Certificate, User
 def init_sm(directory: Path | str, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, database_url: str = "",
             server_names: tuple[str, ...] = ("localhost",), server_ips: tuple[str, ...] = ("127.0.0.1",),
             admin_name: str = "admin", algorithm: KeyAlgorithm | str = KeyAlgorithm.EC_P256,
+            root_passphrase: bytes | None = None, root_directory: Path | str | None = None,
             **settings: Any) -> SMConfig:
     """Create everything an SM needs in ``directory``; refuses to touch an existing SM.
 
     The first admin's key and certificate are written to ``admin/`` (0600 key): that identity is
-    how an operator (or the CLI) enrols everyone else.
+    how an operator (or the CLI) enrols everyone else. ``root_passphrase`` encrypts the root key;
+    ``root_directory`` puts it there (offline) instead of in ``ca/private``.
     """
     directory = Path(directory)
     if (directory / CONFIG_NAME).exists():
@@ -39,7 +49,9 @@ def init_sm(directory: Path | str, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "private").mkdir(mode=0o700, exist_ok=True)
     os.chmod(directory / "private", 0o700)
-    ca = CertificateAuthority.init(config.ca_directory, trust_domain=trust_domain, algorithm=algorithm)
+    ca = CertificateAuthority.init(config.ca_directory, trust_domain=trust_domain, algorithm=algorithm,
+                                   root_passphrase=root_passphrase, root_directory=root_directory,
+                                   security_manager=directory)
 
     server_key = generate_private_key(algorithm)
     server_certificate = ca.issue(server_key.public_key(), ca.identity(Role.SECURITY_MANAGER, "sm"),
@@ -72,3 +84,20 @@ def init_sm(directory: Path | str, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, 
         engine.dispose()
     config.save()
     return config
+
+
+ADMIN_CHAIN_NAME = "admin-chain.pem"
+
+
+def refresh_chain_files(config: SMConfig, ca: CertificateAuthority) -> list[Path]:
+    """Rewrite the files that carry the intermediate after it was renewed: the server's chain, the CA
+    bundle peers verify with, and the admin client chain when it exists. Keys are untouched."""
+    written = []
+    leaf = load_certificate_chain(config.tls_certificate.read_bytes())[0]
+    written.append(write_public_file(config.tls_certificate, chain_pem([leaf, ca.intermediate])))
+    written.append(write_public_file(config.ca_bundle, chain_pem([ca.root, ca.intermediate])))
+    admin_chain = config.admin_certificate.parent / ADMIN_CHAIN_NAME
+    if admin_chain.exists():
+        admin = load_certificate_chain(admin_chain.read_bytes())[0]
+        written.append(write_public_file(admin_chain, chain_pem([admin, ca.intermediate])))
+    return written

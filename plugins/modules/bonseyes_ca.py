@@ -17,6 +17,10 @@ description:
     options say; when its trust domain or key algorithm differ from O(trust_domain) or O(algorithm), the module
     fails instead, because every certificate and licence issued so far depends on it.
   - Private keys are written with mode C(0600) under C(private/) (mode C(0700)), each atomically.
+  - A root key without O(root_passphrase) is written unencrypted; the module then warns, on this and every later
+    run, until the key is encrypted or taken off the host (C(bonseyes ca move-root), see C(docs/pki-and-keys.md)).
+  - This module never revokes. C(bonseyes ca revoke) writes a revocation to the CA's one store, the database of the
+    Security Manager that owns the CA, or the CRL file of a standalone CA.
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
@@ -125,6 +129,12 @@ root_fingerprint:
   returned: success
   type: str
   sample: 9a1c8e0d27a4c2fb0fd5a8c6d5e3b8c15c9f5c0f52e8d26a1e3cdb0fbe0f2a11
+root_key:
+  description:
+    - State of the root private key in O(path), C(encrypted), C(plaintext) (warned about) or C(absent) (offline).
+  returned: success
+  type: str
+  sample: encrypted
 """
 
 from pathlib import Path  # noqa: E402
@@ -135,7 +145,7 @@ from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import
 )
 
 if HAS_BONSEYES_PY:
-    from bonseyes_py.pki.ca import CAPaths, CertificateAuthority
+    from bonseyes_py.pki.ca import CAPaths, CertificateAuthority, root_key_state
     from bonseyes_py.pki.certs import fingerprint_sha256
     from bonseyes_py.pki.keys import algorithm_of
 
@@ -175,6 +185,14 @@ class CertificateAuthorityModule(BonseyesModule):
                             before=dict(state="absent"))
 
     def _result(self, paths, state, created, fingerprint, before):
+        if paths.config.exists():
+            root_key = root_key_state(paths.directory)
+        else:  # check mode, before creation
+            root_key = "encrypted" if self.params["root_passphrase"] else "plaintext"
+        if root_key == "plaintext":
+            self.ansible.warn(f"SECURITY: the root private key {paths.root_key} is NOT encrypted; whoever reads it can"
+                              " mint intermediates for the whole trust domain. Give root_passphrase (Ansible Vault)"
+                              " when creating a CA, or take the key off the host with `bonseyes ca move-root`.")
         result = dict(
             changed=created,
             created=created,
@@ -186,6 +204,7 @@ class CertificateAuthorityModule(BonseyesModule):
             signer_cert=str(paths.signer_cert),
             crl=str(paths.crl),
             root_fingerprint=fingerprint,
+            root_key=root_key,
         )
         if self.diff_mode:
             result["diff"] = dict(before=before, after=state)

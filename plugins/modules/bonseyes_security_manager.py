@@ -17,6 +17,11 @@ description:
     ensures the admin client chain file (admin certificate then intermediate) exists.
   - The service settings (bind address, workers, TTLs) are not this module's business; the
     P(bonseyes.vp.security_manager#role) role templates C(sm.json) after this module ran.
+  - The root key is encrypted with a passphrase, from O(root_passphrase) (an Ansible Vault variable) or
+    O(root_passphrase_file). Creating an instance without one fails unless O(root_key_plaintext=true) says,
+    explicitly, that the root key may stay unencrypted; the module then warns on every run. The root key is
+    needed only to renew the intermediate; C(bonseyes ca move-root) takes it off the host (see
+    C(docs/pki-and-keys.md)).
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
@@ -60,6 +65,23 @@ options:
     type: str
     choices: [ec-p256, ed25519, rsa-3072]
     default: ec-p256
+  root_passphrase:
+    description:
+      - Passphrase that encrypts the root private key, used only when the instance is created. Never logged.
+      - Keep it in Ansible Vault. Mutually exclusive with O(root_passphrase_file).
+    type: str
+  root_passphrase_file:
+    description:
+      - File on the managed host holding the root key's passphrase (one line), used only when the instance is
+        created. It must not be readable by group or others (mode C(0600)); the module refuses it otherwise.
+    type: path
+  root_key_plaintext:
+    description:
+      - Explicitly allow the root key to be written unencrypted when no passphrase is given. Not recommended,
+        since whoever reads the key can mint intermediates for the whole trust domain. The module warns whenever
+        the root key on disk is unencrypted.
+    type: bool
+    default: false
 seealso:
   - module: bonseyes.vp.bonseyes_ca
 """
@@ -71,6 +93,7 @@ EXAMPLES = r"""
     trust_domain: lab.example.org
     server_names: [sm.lab.example.org]
     server_ips: [192.0.2.10]
+    root_passphrase: "{{ vault_security_manager_root_passphrase }}"
   register: sm
 """
 
@@ -105,6 +128,13 @@ root_sha256:
   returned: success
   type: str
   sample: 9f2c0b...
+root_key:
+  description:
+    - State of the root private key in the CA directory. C(encrypted), C(plaintext) (warned about), or C(absent)
+      when it was moved offline.
+  returned: success
+  type: str
+  sample: encrypted
 """
 
 import hashlib  # noqa: E402
@@ -116,11 +146,18 @@ from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import
 )
 
 if HAS_BONSEYES_PY:
+    from bonseyes_py.errors import InputError
+    from bonseyes_py.pki.ca import root_key_state
     from bonseyes_py.pki.certs import certificate_pem, load_certificate_chain
+    from bonseyes_py.pki.keys import read_passphrase_file
     from bonseyes_py.sm.config import CONFIG_NAME, SMConfig
     from bonseyes_py.sm.initialise import init_sm
 
 ADMIN_CHAIN = "admin-chain.pem"
+PLAINTEXT_ROOT_WARNING = (
+    "SECURITY: the root private key {key} is NOT encrypted. Whoever reads it can mint intermediates for the whole"
+    " trust domain. Create the instance with root_passphrase (Ansible Vault) or root_passphrase_file, or take the"
+    " key off the host with `bonseyes ca move-root` (docs/pki-and-keys.md).")
 
 
 class SecurityManagerModule(BonseyesModule):
@@ -131,8 +168,28 @@ class SecurityManagerModule(BonseyesModule):
         server_ips=dict(type="list", elements="str", default=["127.0.0.1"]),
         admin_name=dict(type="str", default="admin"),
         algorithm=dict(type="str", choices=["ec-p256", "ed25519", "rsa-3072"], default="ec-p256"),
+        root_passphrase=dict(type="str", no_log=True),
+        root_passphrase_file=dict(type="path", no_log=False),
+        root_key_plaintext=dict(type="bool", default=False),
     )
-    module_kwargs = dict(supports_check_mode=True)
+    module_kwargs = dict(supports_check_mode=True, mutually_exclusive=[("root_passphrase", "root_passphrase_file")])
+
+    def _root_passphrase(self):
+        """The passphrase that encrypts the root key of a new instance, or None when plaintext was chosen."""
+        if self.params["root_passphrase_file"]:
+            passphrase = read_passphrase_file(self.params["root_passphrase_file"])
+        elif self.params["root_passphrase"]:
+            passphrase = self.params["root_passphrase"].encode("utf-8")
+        else:
+            passphrase = None
+        if passphrase is not None and self.params["root_key_plaintext"]:
+            raise InputError("root_key_plaintext=true contradicts the root passphrase that was given; drop one",
+                             check="root-passphrase")
+        if passphrase is None and not self.params["root_key_plaintext"]:
+            raise InputError("the Security Manager's root key needs a passphrase: give root_passphrase (keep it in"
+                             " Ansible Vault) or root_passphrase_file (mode 0600); to keep the root key unencrypted"
+                             " anyway, set root_key_plaintext=true", check="root-passphrase")
+        return passphrase
 
     def run(self):
         path = self.params["path"]
@@ -140,11 +197,12 @@ class SecurityManagerModule(BonseyesModule):
         config = SMConfig(directory=path)
         chain_path = os.path.join(os.path.dirname(str(config.admin_certificate)), ADMIN_CHAIN)
         created = not exists
+        passphrase = self._root_passphrase() if created else None
         if created and not self.check_mode:
             config = init_sm(path, trust_domain=self.params["trust_domain"],
                              server_names=tuple(self.params["server_names"]),
                              server_ips=tuple(self.params["server_ips"]), admin_name=self.params["admin_name"],
-                             algorithm=self.params["algorithm"])
+                             algorithm=self.params["algorithm"], root_passphrase=passphrase)
         chain_changed = False
         fingerprint = None
         if os.path.exists(config.ca_bundle):
@@ -162,9 +220,16 @@ class SecurityManagerModule(BonseyesModule):
                 self.write_file_atomic(chain_path, wanted, 0o644)
         elif created:
             chain_changed = True
+        if os.path.exists(config.ca_directory):
+            root_key = root_key_state(config.ca_directory)
+        else:  # check mode, before creation
+            root_key = "encrypted" if passphrase else "plaintext"
+        if root_key == "plaintext":
+            self.ansible.warn(PLAINTEXT_ROOT_WARNING.format(key=os.path.join(str(config.ca_directory), "private",
+                                                                             "root.key")))
         result = dict(changed=created or chain_changed, created=created, ca_bundle=str(config.ca_bundle),
                       ca_dir=str(config.ca_directory), admin_cert=chain_path, admin_key=str(config.admin_key),
-                      root_sha256=fingerprint)
+                      root_sha256=fingerprint, root_key=root_key)
         if self.diff_mode:
             result["diff"] = dict(before=dict(state="present" if exists else "absent"),
                                   after=dict(state="present", root_sha256=fingerprint))

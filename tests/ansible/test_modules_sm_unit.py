@@ -72,7 +72,7 @@ def unreachable(args: dict[str, Any]) -> dict[str, Any]:
 
 def test_security_manager_check_then_real_then_nothing_changes(run_module, tmp_path: Path) -> None:
     path = tmp_path / "sm"
-    args = {"path": str(path), "trust_domain": "unit.test"}
+    args = {"path": str(path), "trust_domain": "unit.test", "root_passphrase": "unit test root passphrase"}
     checked = run_module("bonseyes_security_manager", args, check_mode=True, diff=True)
     assert checked.rc == 0, checked
     assert checked["changed"] is True
@@ -122,7 +122,7 @@ def test_security_manager_bad_arguments_name_the_option(run_module, args: dict[s
 def test_security_manager_refuses_an_unwritable_path(run_module, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = run_module("bonseyes_security_manager", {"path": str(blocker / "sm")})
+    result = run_module("bonseyes_security_manager", {"path": str(blocker / "sm"), "root_key_plaintext": True})
     assert result.failed
     assert str(blocker) in result["msg"]
 
