@@ -9,6 +9,7 @@ Nova. Every start resets all databases. The tests drive it with ansible-playbook
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,7 +216,13 @@ def write_enrol_inventory(directory: Path, plane: ControlPlane, prefix: str, *, 
         "hosts": {"localhost": {"ansible_connection": "local"}},
         "children": {"security_manager": {"hosts": {"localhost": None}}, "premises": None}}}))
     layout = enrol_layout(plane, prefix, count)
+    # The SM role refuses to create a plaintext root key: the passphrase lives in a 0600 file of the lab.
+    passphrase_file = state / "root.passphrase"
+    passphrase_file.parent.mkdir(parents=True, exist_ok=True)
+    passphrase_file.touch(mode=0o600)
+    passphrase_file.write_text(secrets.token_urlsafe(32) + "\n")
     layout.update({
+        "security_manager_root_passphrase_file": str(passphrase_file),
         "bonseyes_openstack_enabled": True,
         "bonseyes_venv": str(venv), "ansible_python_interpreter": str(venv / "bin/python"),
         "bonseyes_cli": str(venv / "bin/bonseyes"), "bonseyes_state_dir": str(state),
