@@ -3,6 +3,11 @@ the root offline (move it out, renew the intermediate under it).
 
 ``revoke`` writes to the CA's one revocation store: the Security Manager's database when the CA
 belongs to an SM, its CRL file otherwise (``bonseyes_py.sm.service.revocation_store``).
+
+A new root key is never written in plaintext by default: ``ca init`` (and ``sm init``, which shares
+``add_root_key_options``/``root_key_choice``) needs ``--root-passphrase-file`` (0600), ``--root-dir`` or
+the explicit ``--plaintext-root``. Passphrases come from files only readable by their owner
+(``read_passphrase_file``) and are never printed, nor are private keys.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from bonseyes_py.cli import arguments
-from bonseyes_py.cli.common import print_json, read_passphrase, require_one
+from bonseyes_py.cli.common import print_json, require_one
 from bonseyes_py.errors import InputError
 from bonseyes_py.pki.ca import CertificateAuthority, RootAuthority, root_key_state
 from bonseyes_py.pki.certs import certificate_pem, chain_pem, fingerprint_sha256, load_csr, read_certificate
@@ -39,12 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("directory", metavar="DIR")
     init.add_argument("--algorithm", choices=[a.value for a in KeyAlgorithm], default=KeyAlgorithm.EC_P256.value)
     init.add_argument("--trust-domain", default="bonseyes.local", type=arguments.trust_domain)
-    init.add_argument("--root-passphrase-file", metavar="FILE",
-                      help="encrypt the root key with the passphrase in FILE (mode 0600)")
-    init.add_argument("--root-dir", metavar="OFFLINE",
-                      help="write the root key to OFFLINE (an offline medium), never into DIR")
-    init.add_argument("--plaintext-root", action="store_true",
-                      help="keep the root key unencrypted (not recommended; says so loudly)")
+    add_root_key_options(init, "DIR")
     init.set_defaults(func=_init)
 
     issue = commands.add_parser("issue", help="issue a leaf certificate for a role")
@@ -103,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     export.add_argument("--ca", required=True, metavar="DIR", type=arguments.existing_directory)
     export.add_argument("--name", required=True, type=arguments.name("name"))
     export.add_argument("--out", required=True, help="PKCS#12 file (0600)")
-    export.add_argument("--passphrase-file", required=True)
+    export.add_argument("--passphrase-file", required=True, help="file holding the bundle passphrase (mode 0600)")
     export.add_argument("--admin", action="store_true", help="issue an admin identity instead of a user")
     export.set_defaults(func=_export_user)
 
@@ -112,8 +112,45 @@ PLAINTEXT_ROOT_WARNING = (
     "WARNING: the root key {key} is NOT encrypted. Whoever reads it can mint intermediates for the whole trust"
     " domain. Give --root-passphrase-file FILE (mode 0600) and --root-dir OFFLINE to keep it encrypted and"
     " offline (docs/pki-and-keys.md).")
-IMPLICIT_PLAINTEXT_NOTE = ("WARNING: neither --root-passphrase-file nor --plaintext-root was given; a plaintext"
-                           " root without --plaintext-root is deprecated and will be refused.")
+ROOT_KEY_CHOICE_MISSING = (
+    "refusing to write the root key unprotected: give --root-passphrase-file FILE (mode 0600) to encrypt it,"
+    " --root-dir OFFLINE to write it to an offline medium, or --plaintext-root to keep it unencrypted"
+    " explicitly (docs/pki-and-keys.md)")
+
+
+def add_root_key_options(parser: argparse.ArgumentParser, directory: str) -> None:
+    """How a new root key is kept: encrypted (``--root-passphrase-file``), offline (``--root-dir``), or
+    explicitly in plaintext (``--plaintext-root``); ``root_key_choice`` refuses none of them."""
+    encryption = parser.add_mutually_exclusive_group()
+    encryption.add_argument("--root-passphrase-file", metavar="FILE",
+                            help="encrypt the root key with the passphrase in FILE (one line, mode 0600)")
+    encryption.add_argument("--plaintext-root", action="store_true",
+                            help="keep the root key unencrypted (not recommended; says so loudly)")
+    parser.add_argument("--root-dir", metavar="OFFLINE",
+                        help=f"write the root key to OFFLINE (an offline medium), never into {directory}")
+    parser.set_defaults(root_key_usage_error=parser.error)
+
+
+def root_key_choice(args: argparse.Namespace) -> bytes | None:
+    """The passphrase of a new root key, or None for a plaintext root the operator chose (``--plaintext-root``,
+    or ``--root-dir`` alone: plaintext on the offline medium).
+
+    Without any of the options this is a usage error (one line, exit 2) before anything is created; a
+    passphrase file that group or others may read, or an empty one, is refused (``read_passphrase_file``,
+    the check the security_manager role uses).
+    """
+    if not (args.root_passphrase_file or args.root_dir or args.plaintext_root):
+        args.root_key_usage_error(ROOT_KEY_CHOICE_MISSING)
+    return _root_passphrase(args.root_passphrase_file)
+
+
+def root_key_path(ca_directory: Path, root_dir: str | None) -> Path:
+    """Where a new CA's root key was written: ``OFFLINE/private/root.key`` or ``DIR/private/root.key``."""
+    return (Path(root_dir) if root_dir else ca_directory) / "private" / "root.key"
+
+
+def warn_plaintext_root(key: Path) -> None:
+    print(PLAINTEXT_ROOT_WARNING.format(key=key), file=sys.stderr)
 
 
 def _root_passphrase(path: str | None) -> bytes | None:
@@ -121,16 +158,12 @@ def _root_passphrase(path: str | None) -> bytes | None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    if args.plaintext_root and args.root_passphrase_file:
-        raise InputError("give --root-passphrase-file or --plaintext-root, not both", check="usage")
-    passphrase = _root_passphrase(args.root_passphrase_file)
+    passphrase = root_key_choice(args)
     authority = CertificateAuthority.init(args.directory, trust_domain=args.trust_domain, algorithm=args.algorithm,
                                           root_passphrase=passphrase, root_directory=args.root_dir)
-    root_key = Path(args.root_dir) / "private" / "root.key" if args.root_dir else authority.paths.root_key
+    root_key = root_key_path(authority.paths.directory, args.root_dir)
     if passphrase is None:
-        print(PLAINTEXT_ROOT_WARNING.format(key=root_key), file=sys.stderr)
-        if not args.plaintext_root:
-            print(IMPLICIT_PLAINTEXT_NOTE, file=sys.stderr)
+        warn_plaintext_root(root_key)
     print_json({"root": str(authority.paths.root_cert), "intermediate": str(authority.paths.intermediate_cert),
                 "signer": str(authority.paths.signer_cert), "crl": str(authority.paths.crl),
                 "root_sha256": fingerprint_sha256(authority.root), "trust_domain": authority.trust_domain,
@@ -205,7 +238,7 @@ def _move_root(args: argparse.Namespace) -> int:
     state = root_key_state(authority.paths.directory)
     moved = authority.move_root(args.root_dir)
     if state == "plaintext":
-        print(PLAINTEXT_ROOT_WARNING.format(key=moved), file=sys.stderr)
+        warn_plaintext_root(moved)
     print_json({"root_key": str(moved), "root_key_encrypted": state == "encrypted",
                 "ca_root_key": root_key_state(authority.paths.directory)})
     return 0
@@ -213,7 +246,7 @@ def _move_root(args: argparse.Namespace) -> int:
 
 def _export_user(args: argparse.Namespace) -> int:
     authority = CertificateAuthority.load(args.ca)
-    passphrase = read_passphrase(args.passphrase_file) or b""
+    passphrase = read_passphrase_file(args.passphrase_file)
     key = generate_private_key()
     role = Role.ADMIN if args.admin else Role.USER
     certificate = authority.issue(key.public_key(), authority.identity(role, args.name))

@@ -4,6 +4,10 @@ Administration runs in-process on the SM directory with the admin identity store
 (``bonseyes_py.sm.admin_api``): the same service methods the HTTPS API calls, with the same checks
 and audit entries, and the same write lock, so it is safe next to a running server. ``serve`` runs
 gunicorn with mutual TLS, never a development server.
+
+``init`` keeps the CA's root key as ``ca init`` does (``--root-passphrase-file``, ``--root-dir`` or the
+explicit ``--plaintext-root``; a command line with none of them is refused): the running SM signs with
+the intermediate and never reads the root key.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bonseyes_py.cli import arguments
-from bonseyes_py.cli.common import check_config_file, print_json, read_passphrase, read_text_file
+from bonseyes_py.cli.ca_commands import add_root_key_options, root_key_choice, root_key_path, warn_plaintext_root
+from bonseyes_py.cli.common import check_config_file, print_json, read_text_file
 from bonseyes_py.errors import InputError
-from bonseyes_py.pki.keys import write_secret_file
+from bonseyes_py.pki.keys import read_passphrase_file, write_secret_file
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -49,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                       help="IP SAN of the server (repeatable)")
     init.add_argument("--admin", default="admin", type=arguments.name("admin name"), help="name of the first admin")
     init.add_argument("--database-url", default="", help="SQLAlchemy URL (default: SQLite in DIR)")
+    add_root_key_options(init, "DIR/ca")
     init.set_defaults(func=_init)
 
     serve = commands.add_parser("serve", help="run the SM under gunicorn with mutual TLS (foreground)")
@@ -109,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     enrol.add_argument("user_id", metavar="USER", type=arguments.name("user ID"))
     enrol.add_argument("--out", required=True, metavar="FILE.p12", help="PKCS#12 output (written 0600)")
     enrol.add_argument("--passphrase-file", required=True, type=arguments.existing_file,
-                       help="file holding the bundle passphrase")
+                       help="file holding the bundle passphrase (one line, mode 0600)")
     enrol.add_argument("--role", choices=("user", "admin"), default="user")
     enrol.add_argument("--organisation", default="")
     enrol.set_defaults(func=_user_enrol)
@@ -146,12 +152,19 @@ def _with_admin(args: argparse.Namespace, action: Callable[[Any, Any], Any]) -> 
 
 
 def _init(args: argparse.Namespace) -> int:
+    passphrase = root_key_choice(args)
     from bonseyes_py.sm import init_sm
 
     config = init_sm(args.directory, trust_domain=args.trust_domain, database_url=args.database_url,
                      server_names=tuple(args.server_name or ("localhost",)),
-                     server_ips=tuple(args.server_ip or ("127.0.0.1",)), admin_name=args.admin, bind=args.bind)
+                     server_ips=tuple(args.server_ip or ("127.0.0.1",)), admin_name=args.admin, bind=args.bind,
+                     root_passphrase=passphrase, root_directory=args.root_dir)
+    root_key = root_key_path(config.ca_directory, args.root_dir)
+    if passphrase is None:
+        warn_plaintext_root(root_key)
     print(f"Security Manager created in {config.directory}")
+    print(f"  root key: {root_key} ({'encrypted' if passphrase is not None else 'NOT encrypted'}; only needed"
+          " to renew the intermediate)")
     print(f"  admin identity: {config.admin_certificate} (key {config.admin_key}, 0600)")
     print(f"  CA bundle for clients: {config.ca_bundle}")
     print(f"  serve it with: bonseyes sm serve {config.directory}")
@@ -228,9 +241,7 @@ def _host_show(args: argparse.Namespace) -> int:
 
 
 def _user_enrol(args: argparse.Namespace) -> int:
-    passphrase = read_passphrase(args.passphrase_file)
-    if not passphrase:
-        raise InputError(f"passphrase file {args.passphrase_file} is empty", check="passphrase")
+    passphrase = read_passphrase_file(args.passphrase_file)
     out = Path(args.out)
     if out.exists():
         raise InputError(f"{out} already exists; refusing to overwrite an identity bundle", check="output-exists")

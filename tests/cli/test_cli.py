@@ -23,7 +23,7 @@ def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("cli")
-    assert run("ca", "init", "ca", cwd=directory).returncode == 0
+    assert run("ca", "init", "ca", "--plaintext-root", cwd=directory).returncode == 0
     return directory
 
 
@@ -52,10 +52,82 @@ def test_ca_init_writes_root_and_private_keys_0600(workdir: Path) -> None:
 
 def test_ca_init_refuses_to_overwrite(workdir: Path) -> None:
     before = (workdir / "ca/root.pem").read_bytes()
-    result = run("ca", "init", "ca", cwd=workdir)
+    result = run("ca", "init", "ca", "--plaintext-root", cwd=workdir)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: ca-exists: a CA already exists in ca; refusing to overwrite it"
     assert (workdir / "ca/root.pem").read_bytes() == before
+
+
+ROOT_PASSPHRASE = "ca root passphrase, never printed"
+
+
+def secret_file(path: Path, content: str, mode: int = 0o600) -> Path:
+    path.write_text(content + "\n")
+    path.chmod(mode)
+    return path
+
+
+def test_ca_init_refuses_without_a_root_key_choice_and_creates_nothing(tmp_path: Path) -> None:
+    result = run("ca", "init", "ca", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: bonseyes ca init: ")
+    for option in ("--root-passphrase-file FILE (mode 0600)", "--root-dir OFFLINE", "--plaintext-root"):
+        assert option in result.stderr
+    both = run("ca", "init", "ca", "--plaintext-root", "--root-passphrase-file",
+               secret_file(tmp_path / "root.pass", ROOT_PASSPHRASE), cwd=tmp_path)
+    assert both.returncode == 2
+    assert both.stderr.count("\n") == 1
+    assert "not allowed with argument" in both.stderr
+    assert not (tmp_path / "ca").exists()
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_ca_init_refuses_a_root_passphrase_file_others_can_read(tmp_path: Path, mode: int) -> None:
+    loose = secret_file(tmp_path / "root.pass", ROOT_PASSPHRASE, mode)
+    result = run("ca", "init", "ca", "--root-passphrase-file", loose, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"chmod 600 {loose}" in result.stderr
+    assert ROOT_PASSPHRASE not in result.stderr
+    assert not (tmp_path / "ca").exists()
+
+
+def test_ca_init_with_a_passphrase_file_encrypts_the_root_and_prints_no_secret(tmp_path: Path) -> None:
+    passphrase = secret_file(tmp_path / "root.pass", ROOT_PASSPHRASE)
+    created = run("ca", "init", "ca", "--root-passphrase-file", passphrase, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert created.stderr == ""
+    answer = json.loads(created.stdout)
+    assert answer["root_key_encrypted"] is True
+    assert answer["root_key"] == "ca/private/root.key"
+    assert (tmp_path / "ca/private/root.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+    # Using the root: the right passphrase works, a wrong one is refused; neither is ever printed.
+    wrong = secret_file(tmp_path / "wrong.pass", "not the passphrase")
+    refused = run("ca", "renew-intermediate", "--ca", "ca", "--root-dir", "ca", "--root-passphrase-file", wrong,
+                  cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    renewed = run("ca", "renew-intermediate", "--ca", "ca", "--root-dir", "ca", "--root-passphrase-file", passphrase,
+                  cwd=tmp_path)
+    assert renewed.returncode == 0, renewed.stderr
+    moved = run("ca", "move-root", "--ca", "ca", "--root-dir", "offline", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    for result in (created, refused, renewed, moved):
+        for output in (result.stdout, result.stderr):
+            assert ROOT_PASSPHRASE not in output
+            assert "not the passphrase" not in output
+            assert "PRIVATE KEY" not in output
+
+
+def test_ca_init_offline_root_without_passphrase_is_chosen_and_warned(tmp_path: Path) -> None:
+    result = run("ca", "init", "ca", "--root-dir", "offline", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: the root key offline/private/root.key is NOT encrypted" in result.stderr
+    assert json.loads(result.stdout)["root_key"] == "offline/private/root.key"
+    assert not (tmp_path / "ca/private/root.key").exists()
 
 
 def test_hardware_id_is_stable_and_names_its_facts(workdir: Path) -> None:
@@ -108,14 +180,14 @@ def test_verify_refuses_tampered_licence(workdir: Path, licence: Path) -> None:
 
 
 def test_verify_against_foreign_root_fails_on_chain(workdir: Path, licence: Path) -> None:
-    assert run("ca", "init", "foreign", cwd=workdir).returncode == 0
+    assert run("ca", "init", "foreign", "--plaintext-root", cwd=workdir).returncode == 0
     result = run("licence", "verify", "--root", "foreign/root.pem", licence, cwd=workdir)
     assert result.returncode == 1
     assert result.stderr.startswith("error: signer-chain: ")
 
 
 def test_verify_with_revoked_signer_in_crl(tmp_path: Path) -> None:
-    assert run("ca", "init", "ca", cwd=tmp_path).returncode == 0
+    assert run("ca", "init", "ca", "--plaintext-root", cwd=tmp_path).returncode == 0
     assert run("licence", "issue", "--ca", "ca", "--host-id", "h-" + "1" * 32, "--host-ip", "127.0.0.2",
                "--digest", DIGEST, "--artefact", "demo", "--user", "alice", "--out", "l.jwt",
                cwd=tmp_path).returncode == 0
@@ -144,6 +216,7 @@ def test_missing_files_are_one_line(workdir: Path) -> None:
 
 def test_export_user_pkcs12_is_0600_and_opens_with_openssl(workdir: Path) -> None:
     (workdir / "pw").write_text("correct horse battery\n")
+    (workdir / "pw").chmod(0o600)
     result = run("ca", "export-user", "--ca", "ca", "--name", "alice", "--out", "alice.p12",
                  "--passphrase-file", "pw", cwd=workdir)
     assert result.returncode == 0, result.stderr
@@ -155,6 +228,19 @@ def test_export_user_pkcs12_is_0600_and_opens_with_openssl(workdir: Path) -> Non
     assert "spiffe://bonseyes.local/user/alice" in subprocess.run(
         ["openssl", "x509", "-noout", "-ext", "subjectAltName"], input=opened.stdout, capture_output=True,
         text=True, check=True).stdout
+    assert "correct horse battery" not in result.stdout + result.stderr
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+def test_export_user_refuses_a_passphrase_file_others_can_read(workdir: Path) -> None:
+    loose = secret_file(workdir / "loose.pw", "loose bundle passphrase", 0o644)
+    result = run("ca", "export-user", "--ca", "ca", "--name", "bob", "--out", "bob.p12", "--passphrase-file", loose,
+                 cwd=workdir)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"chmod 600 {loose}" in result.stderr
+    assert "loose bundle passphrase" not in result.stderr
+    assert not (workdir / "bob.p12").exists()
 
 
 def test_issue_from_csr_keeps_requester_key_local(workdir: Path) -> None:

@@ -40,7 +40,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("cliargs")
-    assert run("ca", "init", "ca", cwd=directory).returncode == 0
+    assert run("ca", "init", "ca", "--plaintext-root", cwd=directory).returncode == 0
     (directory / "file.txt").write_text("not a directory\n")
     (directory / "pw").write_text("correct horse battery\n")
     return directory
@@ -49,7 +49,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("cliargs-sm")
-    result = run("sm", "init", "sm", "--bind", "127.0.0.1:18999", cwd=directory)
+    result = run("sm", "init", "sm", "--bind", "127.0.0.1:18999", "--plaintext-root", cwd=directory)
     assert result.returncode == 0, result.stderr
     return directory
 
@@ -169,6 +169,8 @@ def test_bm_enrol_refuses_malformed_arguments_before_anything(workdir: Path, opt
      "--dns", "bad name"),
     ("ca", "issue", "--ca", "file.txt", "--role", "user", "--name", "u", "--new-key", "n.key", "--out", "n.pem"),
     ("ca", "init", "new-ca", "--trust-domain", "Bad Domain"),
+    ("ca", "init", "new-ca"),
+    ("ca", "init", "new-ca", "--plaintext-root", "--root-passphrase-file", "pw"),
     ("ca", "export-user", "--ca", "ca", "--name", "tab\tname", "--out", "t.p12", "--passphrase-file", "pw"),
     ("licence", "issue", "--ca", "ca", "--host-id", "h-1", "--host-ip", "999.1.1.1", "--digest", DIGEST,
      "--artefact", "demo", "--user", "alice", "--out", "n.jwt"),
@@ -188,6 +190,8 @@ def test_bm_enrol_refuses_malformed_arguments_before_anything(workdir: Path, opt
     ("sm", "init", "new-sm", "--server-name", "bad_name!"),
     ("sm", "init", "new-sm", "--trust-domain", "has spaces.local"),
     ("sm", "init", "new-sm", "--admin", "ad\nmin"),
+    ("sm", "init", "new-sm"),
+    ("sm", "init", "new-sm", "--plaintext-root", "--root-passphrase-file", "pw"),
     ("sm", "serve", "new-sm", "--workers", "0"),
     ("sm", "serve", "new-sm", "--threads", "-1"),
     ("sm", "serve", "new-sm", "--bind", "nowhere"),

@@ -2,7 +2,8 @@
 
 Every command goes through ``python -m bonseyes_py.cli.main``; errors must be one line on stderr with
 a non-zero exit and never a traceback. The served SM is checked with an admin identity the CLI
-itself enrolled (PKCS#12 bundle -> PEM files) answering ``/v1/ping`` over mutual TLS.
+itself enrolled (PKCS#12 bundle -> PEM files) answering ``/v1/ping`` over mutual TLS, with the root key
+passphrase-protected as ``sm init`` requires (or chosen explicitly with ``--plaintext-root``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 BONSEYES = [sys.executable, "-m", "bonseyes_py.cli.main"]
 ENV = {k: v for k, v in os.environ.items() if k != "REQUESTS_CA_BUNDLE"}
+ROOT_PASSPHRASE = "sm root passphrase, never printed"
 
 
 def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -40,6 +42,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, f
     assert fragment in lines[0], lines[0]
 
 
+def secret_file(path: Path, content: str, mode: int = 0o600) -> Path:
+    """A one-line passphrase file; the CLI refuses one that group or others may read."""
+    path.write_text(content + "\n")
+    path.chmod(mode)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,10 +58,10 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("smcli")
-    result = run("sm", "init", "sm", "--bind", f"127.0.0.1:{free_port()}", cwd=directory)
+    result = run("sm", "init", "sm", "--bind", f"127.0.0.1:{free_port()}", "--plaintext-root", cwd=directory)
     assert result.returncode == 0, result.stderr
     assert "Security Manager created" in result.stdout
-    (directory / "pass.txt").write_text("correct horse battery\n")
+    secret_file(directory / "pass.txt", "correct horse battery")
     return directory
 
 
@@ -73,7 +82,48 @@ def test_help(command: tuple[str, ...], tmp_path: Path) -> None:
 
 
 def test_init_refuses_an_existing_sm(workdir: Path) -> None:
-    assert_one_line_error(run("sm", "init", "sm", cwd=workdir), 1, "sm-exists")
+    assert_one_line_error(run("sm", "init", "sm", "--plaintext-root", cwd=workdir), 1, "sm-exists")
+
+
+def test_init_refuses_without_a_root_key_choice_and_creates_nothing(tmp_path: Path) -> None:
+    result = run("sm", "init", "sm", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--root-passphrase-file FILE (mode 0600)")
+    for option in ("--root-dir OFFLINE", "--plaintext-root"):
+        assert option in result.stderr
+    assert result.stdout == ""
+    both = run("sm", "init", "sm", "--plaintext-root", "--root-passphrase-file",
+               secret_file(tmp_path / "root.pass", ROOT_PASSPHRASE), cwd=tmp_path)
+    assert_one_line_error(both, 2, "not allowed with argument")
+    assert not (tmp_path / "sm").exists()
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_init_refuses_a_root_passphrase_file_others_can_read(tmp_path: Path, mode: int) -> None:
+    loose = secret_file(tmp_path / "root.pass", ROOT_PASSPHRASE, mode)
+    result = run("sm", "init", "sm", "--root-passphrase-file", loose, cwd=tmp_path)
+    assert_one_line_error(result, 1, f"chmod 600 {loose}")
+    assert ROOT_PASSPHRASE not in result.stderr
+    assert not (tmp_path / "sm").exists()
+    empty = secret_file(tmp_path / "empty.pass", "")
+    assert_one_line_error(run("sm", "init", "sm", "--root-passphrase-file", empty, cwd=tmp_path), 1, "empty")
+    assert not (tmp_path / "sm").exists()
+
+
+def test_init_with_plaintext_root_warns(tmp_path: Path) -> None:
+    result = run("sm", "init", "sm", "--plaintext-root", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: the root key sm/ca/private/root.key is NOT encrypted" in result.stderr
+    assert "root key: sm/ca/private/root.key (NOT encrypted" in result.stdout
+    assert (tmp_path / "sm/ca/private/root.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_user_enrol_refuses_a_passphrase_file_others_can_read(workdir: Path) -> None:
+    loose = secret_file(workdir / "loose.txt", "bundle passphrase", 0o644)
+    result = run("sm", "user", "enrol", "sm", "loose", "--out", "loose.p12", "--passphrase-file", loose, cwd=workdir)
+    assert_one_line_error(result, 1, f"chmod 600 {loose}")
+    assert "bundle passphrase" not in result.stderr
+    assert not (workdir / "loose.p12").exists()
+    assert_one_line_error(run("sm", "user", "show", "sm", "loose", cwd=workdir), 1, "not-found")
 
 
 def test_commands_on_a_missing_sm_fail_in_one_line(tmp_path: Path) -> None:
@@ -151,8 +201,8 @@ def test_hosts_revocations_and_audit(workdir: Path) -> None:
 
 
 def test_audit_verify_names_the_first_tampered_entry(tmp_path: Path) -> None:
-    assert run("sm", "init", "sm", cwd=tmp_path).returncode == 0
-    (tmp_path / "pass.txt").write_text("passphrase-1")
+    assert run("sm", "init", "sm", "--plaintext-root", cwd=tmp_path).returncode == 0
+    secret_file(tmp_path / "pass.txt", "passphrase-1")
     for name in ("u1", "u2", "u3"):
         assert run("sm", "user", "enrol", "sm", name, "--out", f"{name}.p12", "--passphrase-file", "pass.txt",
                    cwd=tmp_path).returncode == 0
@@ -176,13 +226,33 @@ def _pem_identity_from_bundle(bundle: Path, passphrase: bytes, directory: Path) 
     return str(cert_path), str(key_path)
 
 
-def test_served_sm_answers_ping_over_mtls_with_a_cli_enrolled_admin(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offline", [False, True], ids=["encrypted-root", "offline-encrypted-root"])
+def test_served_sm_answers_ping_over_mtls_with_a_cli_enrolled_admin(tmp_path: Path, offline: bool) -> None:
+    """An SM whose root key is passphrase-protected (what ``sm init`` asks for), in its CA directory or
+    offline, is served without the passphrase: the SM signs with the intermediate, never the root."""
     port = free_port()
-    assert run("sm", "init", "sm", "--bind", f"127.0.0.1:{port}", cwd=tmp_path).returncode == 0
-    (tmp_path / "pass.txt").write_text("admin passphrase")
+    root_pass = secret_file(tmp_path / "root.pass", ROOT_PASSPHRASE)
+    offline_args = ("--root-dir", "offline") if offline else ()
+    created = run("sm", "init", "sm", "--bind", f"127.0.0.1:{port}", "--root-passphrase-file", root_pass,
+                  *offline_args, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert created.stderr == ""  # no plaintext warning
+    root_key = tmp_path / ("offline" if offline else "sm/ca") / "private/root.key"
+    assert f"root key: {root_key.relative_to(tmp_path)} (encrypted" in created.stdout
+    assert root_key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert stat.S_IMODE(root_key.stat().st_mode) == 0o600
+    assert (tmp_path / "sm/ca/private/root.key").exists() is not offline
+    for output in (created.stdout, created.stderr):
+        assert ROOT_PASSPHRASE not in output
+        assert "PRIVATE KEY" not in output
+
+    secret_file(tmp_path / "pass.txt", "admin passphrase")
     enrolled = run("sm", "user", "enrol", "sm", "ops", "--role", "admin", "--out", "ops.p12", "--passphrase-file",
                    "pass.txt", cwd=tmp_path)
     assert enrolled.returncode == 0, enrolled.stderr
+    for output in (enrolled.stdout, enrolled.stderr):
+        assert "admin passphrase" not in output
+        assert "PRIVATE KEY" not in output
     identity = _pem_identity_from_bundle(tmp_path / "ops.p12", b"admin passphrase", tmp_path)
     root = str(tmp_path / "sm" / "ca" / "root.pem")
     log = (tmp_path / "serve.log").open("wb")
@@ -210,3 +280,7 @@ def test_served_sm_answers_ping_over_mtls_with_a_cli_enrolled_admin(tmp_path: Pa
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+    served_log = (tmp_path / "serve.log").read_text()
+    assert ROOT_PASSPHRASE not in served_log
+    assert "PRIVATE KEY" not in served_log
+    assert root_key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
