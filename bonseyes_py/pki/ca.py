@@ -400,7 +400,8 @@ class CertificateAuthority:
     def load(cls, directory: Path | str, *, intermediate_passphrase: bytes | None = None) -> CertificateAuthority:
         paths = CAPaths(Path(directory))
         if not paths.config.exists():
-            raise InputError(f"no CA in {paths.directory}; run `bonseyes ca init {paths.directory} --root-passphrase-file FILE` first",
+            raise InputError(f"no CA in {paths.directory}; run `bonseyes ca init {paths.directory} "
+                             "--root-passphrase-file FILE` first",
                              check="ca-missing")
         config = safejson.load_object_file(paths.config, what=f"CA configuration {paths.config}")
         return cls(paths.directory, config["trust_domain"], read_certificate(paths.root_cert),
