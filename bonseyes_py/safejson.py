@@ -29,26 +29,30 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 _TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.DOTALL)
 
 
-def nesting_depth(text: str, limit: int | None = None) -> int:
-    """The deepest bracket nesting of ``text``, with brackets inside strings ignored.
+def bracket_nesting(text: str, tokens: re.Pattern[str], limit: int | None = None) -> int:
+    """The deepest bracket nesting of ``text``, where ``tokens`` matches a single bracket or a run to skip whole.
 
-    Linear in ``len(text)``; with ``limit`` it stops as soon as the nesting exceeds it (and returns
-    ``limit + 1``). Unbalanced closing brackets count as nothing: the parser refuses those texts anyway.
+    Runs that do not start with a bracket (strings, comments) are skipped. Linear in ``len(text)``; with
+    ``limit`` it stops as soon as the nesting exceeds it (and returns ``limit + 1``). Unbalanced closing
+    brackets count as nothing: the parsers refuse those texts anyway.
     """
     depth = deepest = 0
-    for match in _TOKEN.finditer(text):
+    for match in tokens.finditer(text):
         first = text[match.start()]
-        if first == '"':
-            continue
-        if first in "[{":
+        if first in "([{":
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if limit is not None and deepest > limit:
                     return deepest
-        elif depth > 0:
+        elif first in ")]}" and depth > 0:
             depth -= 1
     return deepest
+
+
+def nesting_depth(text: str, limit: int | None = None) -> int:
+    """The deepest bracket nesting of a JSON ``text``, with brackets inside strings ignored."""
+    return bracket_nesting(text, _TOKEN, limit)
 
 
 def loads(data: str | bytes | bytearray, *, what: str, max_bytes: int = DEFAULT_MAX_BYTES,

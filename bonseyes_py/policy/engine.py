@@ -40,6 +40,7 @@ from bonseyes_py.policy.model import (
     UserAttributes,
     policy_revision,
 )
+from bonseyes_py.safejson import bracket_nesting
 
 MAX_POLICY_BYTES = 256 * 1024
 # Cedar's parser recurses once per bracket level: about 1000 nested brackets crash the whole process (a
@@ -52,18 +53,9 @@ _POLICY_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"?|//[^\n]*|[(){}\[\]]', re.DOTA
 
 def policy_nesting(text: str, limit: int | None = None) -> int:
     """The deepest nesting of ( [ { in a Cedar text, brackets in strings and comments ignored (linear)."""
-    depth = deepest = 0
-    for match in _POLICY_TOKEN.finditer(text):
-        first = text[match.start()]
-        if first in "([{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if limit is not None and deepest > limit:
-                    return deepest
-        elif first in ")]}" and depth > 0:
-            depth -= 1
-    return deepest
+    return bracket_nesting(text, _POLICY_TOKEN, limit)
+
+
 _CACHE_SIZE = 16
 _ENTITY_CACHE_SIZE = 1024
 
