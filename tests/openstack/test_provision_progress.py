@@ -52,4 +52,5 @@ def test_deploy_teardown_of_a_missing_inventory_is_refused_naming_it(tmp_path: P
     run = subprocess.run([str(bonseyes), "deploy", "--teardown", "-i", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 2
-    assert f"inventory {tmp_path / 'nope'} does not exist" in run.stderr
+    assert f"argument -i/--inventory: '{tmp_path / 'nope'}' does not exist" in run.stderr
+    assert len(run.stderr.splitlines()) == 1, run.stderr
