@@ -160,11 +160,4 @@ def key_file_is_encrypted(path: Path | str) -> bool:
 
 def read_private_key(path: Path | str, passphrase: bytes | None = None) -> PrivateKey:
     """Read a key file, refusing one that group or others can read."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"key file {path} does not exist") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"key file {path} has mode {stat.S_IMODE(mode):04o}; run chmod 600 {path}")
-    return load_private_key_pem(path.read_bytes(), passphrase)
+    return load_private_key_pem(check_private_file(path, "key file").read_bytes(), passphrase)
