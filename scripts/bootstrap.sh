@@ -22,8 +22,8 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[bootstrap] installing bonseyes_py and its extras into .venv (a few minutes on a fresh machine)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q -e ".[test,dev,postgres,deploy,build]" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import bonseyes_py, cryptography, jwt, cedarpy' \
+  .venv/bin/python -m pip install -q -e ".[sm,mp,test,dev,postgres,deploy,build]" 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import bonseyes_py, cryptography, jwt, cedarpy, sqlalchemy, bcrypt, yaml, xdist' \
     || { echo "[bootstrap] error: the install into .venv failed; see pip output above" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -15,5 +15,11 @@ step "ruff"; .venv/bin/ruff check .
 step "mypy"; .venv/bin/mypy
 if [ -f scripts/lint_ansible.sh ]; then step "ansible-lint and ansible-test sanity"; bash scripts/lint_ansible.sh; fi
 
-step "pytest"
-.venv/bin/pytest -p no:cacheprovider "$@"
+# BL (a PyInstaller build, cached by a hash of its sources) is built once here, not by each pytest worker.
+step "Bonseyes Layer build (cached)"; .venv/bin/python -m bonseyes_py.bl.build onedir
+
+# The suite runs on pytest-xdist workers (one per core unless BONSEYES_TEST_WORKERS says otherwise); tests
+# that share a machine-wide resource are pinned to one worker by the groups of tests/conftest.py.
+workers=${BONSEYES_TEST_WORKERS:-$(nproc)}
+step "pytest ($workers workers)"
+.venv/bin/pytest -p no:cacheprovider -n "$workers" --dist loadgroup --durations=25 "$@"

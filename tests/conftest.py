@@ -91,3 +91,28 @@ def make_csr() -> Callable[..., tuple[PrivateKey, x509.CertificateSigningRequest
         return key, csr
 
     return build
+
+
+# -- pytest-xdist: tests that share a machine-wide resource run on one worker --------------------------------
+# scripts/test.sh runs the suite with ``-n <workers> --dist loadgroup``. Ungrouped tests spread over the
+# workers one by one; each group below stays on one worker, in file order, because its tests hold
+# something only one process at a time may own:
+#   openstack: the control plane's fixed ports and state directory (tests/openstack/openstack_lab.py);
+#   molecule:  the scenarios' fixed container names;
+#   e2e:       one lab of BMs, registries and SM per session, heavy enough that two copies would only slow
+#              every other worker down.
+XDIST_GROUPS = {
+    "tests/openstack/": "openstack",
+    "tests/ansible/test_molecule.py": "molecule",
+    "tests/e2e/": "e2e",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        relative = Path(str(item.path)).relative_to(root).as_posix()
+        for prefix, group in XDIST_GROUPS.items():
+            if relative.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

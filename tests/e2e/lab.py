@@ -310,8 +310,11 @@ class Lab:
     # -- inspection ---------------------------------------------------------------------------------------
 
     def containers(self, **labels: str) -> list[Any]:
-        filters = [f"{key}={value}" for key, value in labels.items()] or [LABEL_HOST]
-        return self.docker.containers.list(all=True, ignore_removed=True, filters={"label": filters})
+        """This lab's containers (of its own hosts only: parallel tests run BMs of their own)."""
+        filters = [f"{key}={value}" for key, value in labels.items()]
+        return [container for host_id in self.bms
+                for container in self.docker.containers.list(
+                    all=True, ignore_removed=True, filters={"label": [*filters, f"{LABEL_HOST}={host_id}"]})]
 
     def pipeline_containers(self, pipeline_id: str) -> list[Any]:
         return self.docker.containers.list(all=True, ignore_removed=True,
@@ -322,8 +325,11 @@ class Lab:
                    for entry in image.attrs.get("RepoDigests") or [])
 
     def close(self) -> None:
-        for container in self.docker.containers.list(all=True, ignore_removed=True, filters={"label": LABEL_HOST}):
-            container.remove(force=True)
+        # Only this lab's hosts' containers: other tests (run in parallel by pytest-xdist) have BMs of their own.
+        for host_id in self.bms:
+            for container in self.docker.containers.list(all=True, ignore_removed=True,
+                                                         filters={"label": f"{LABEL_HOST}={host_id}"}):
+                container.remove(force=True)
         for process in reversed(self.processes):
             stop_process(process)
         if self.registry is not None:
