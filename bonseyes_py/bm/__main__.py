@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
+from bonseyes_py import settings
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.bm.server import serve
-from bonseyes_py.errors import BonseyesError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,12 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind-ip", dest="bind_ip")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s bm %(levelname)s %(message)s")
-    try:
-        serve(BMConfig.load(args.directory, port=args.port, bind_ip=args.bind_ip))
-    except BonseyesError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return settings.serve_until_error(lambda: BMConfig.load(args.directory, port=args.port, bind_ip=args.bind_ip),
+                                      serve)
 
 
 if __name__ == "__main__":

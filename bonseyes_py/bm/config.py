@@ -7,35 +7,38 @@ material handed to containers (``runtimes/``, 0700 root) and BM-private runtime 
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from bonseyes_py import safejson
-from bonseyes_py.errors import InputError
+from bonseyes_py import settings
+from bonseyes_py.settings import LogLevel, setting
 
 CONFIG_NAME = "bm.json"
+# Keys older versions wrote that nothing reads: accepted with their old value only (see settings._section).
+RETIRED_KEYS: dict[str, Any] = {"extra": {}}
 
 
 @dataclass
 class BMConfig:
+    """The settings of ``bm.json``; the loader refuses keys not declared here and values of another type."""
+
     directory: Path
-    host_id: str = ""
-    sm_url: str = "https://127.0.0.1:8443"
-    bind_ip: str = "127.0.0.1"
-    port: int = 8444
+    # The SM's name for this host (from enrolment): a BM without it could neither heartbeat nor be found.
+    host_id: str = setting(non_empty=True)
+    sm_url: str = setting("https://127.0.0.1:8443", non_empty=True)
+    bind_ip: str = setting("127.0.0.1", non_empty=True)
+    port: int = settings.port(8444)
     registry: str = ""  # host:port of the Marketplace's mTLS pull endpoint (a DNS name, not 127.x)
-    registry_scheme: str = "https"  # "http" only for a legacy plain endpoint (logged as a warning)
+    registry_scheme: Literal["https", "http"] = "https"  # "http" only for a legacy plain endpoint (logged)
     engine_certs_dir: str = "/etc/docker/certs.d"  # where the engine looks for per-registry client identities
     docker_url: str = ""  # empty: the engine of the environment (DOCKER_HOST or the local socket)
-    heartbeat_seconds: float = 20.0
-    renew_seconds: float = 0.0  # 0: a third of each host licence's lifetime
-    bl_timeout_seconds: float = 60.0
-    threads: int = 16
-    loglevel: str = "warning"
-    extra: dict[str, Any] = field(default_factory=dict)
+    heartbeat_seconds: float = setting(20.0, above=0)
+    renew_seconds: float = setting(0.0, minimum=0)  # 0: a third of each host licence's lifetime
+    bl_timeout_seconds: float = setting(60.0, above=0)
+    threads: int = setting(16, minimum=1)
+    loglevel: LogLevel = "warning"
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -73,22 +76,11 @@ class BMConfig:
             os.chmod(directory, 0o700)
 
     def save(self) -> Path:
-        data = asdict(self)
-        data["directory"] = str(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / CONFIG_NAME
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return path
+        return settings.save_file(self, self.directory / CONFIG_NAME)
 
     @classmethod
     def load(cls, directory: Path | str, **overrides: Any) -> BMConfig:
-        path = Path(directory) / CONFIG_NAME
-        if not path.exists():
-            raise InputError(f"no Bonseyes Module in {directory}: {path} is missing; run `bonseyes bm enrol` first",
-                             check="bm-missing")
-        data = safejson.load_object_file(path, what=f"Bonseyes Module configuration {path}")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        data["directory"] = Path(directory)
-        return cls(**data)
+        """The checked settings of the BM in ``directory``; ``overrides`` (None: not given) win over the file."""
+        return settings.load_directory(cls, directory, CONFIG_NAME, what="Bonseyes Module",
+                                       missing_hint="run `bonseyes bm enrol` first", missing_check="bm-missing",
+                                       overrides=overrides, retired=RETIRED_KEYS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bonseyes_py.cli import arguments
-from bonseyes_py.cli.common import check_config_file, print_json
+from bonseyes_py.cli.common import print_json
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
@@ -19,10 +19,9 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bonseyes_py.bm.config import CONFIG_NAME, BMConfig
+    from bonseyes_py.bm.config import BMConfig
     from bonseyes_py.bm.server import serve
 
-    check_config_file(args.directory, BMConfig, CONFIG_NAME)
     serve(BMConfig.load(args.directory))
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from bonseyes_py.cli import arguments
 from bonseyes_py.cli.ca_commands import add_root_key_options, root_key_choice, root_key_path, warn_plaintext_root
-from bonseyes_py.cli.common import check_config_file, print_json, read_text_file
+from bonseyes_py.cli.common import print_json, read_text_file
 from bonseyes_py.errors import InputError
 from bonseyes_py.pki.keys import read_passphrase_file, write_secret_file
 
@@ -134,10 +134,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def check_sm_directory(directory: str) -> None:
-    """A garbage ``sm.json`` is one line naming it, before the service code reads it."""
-    from bonseyes_py.sm.config import CONFIG_NAME, SMConfig
+    """A missing or unusable ``sm.json`` is one line naming it (the strict loader's), before anything else runs."""
+    from bonseyes_py.sm.config import SMConfig
 
-    check_config_file(directory, SMConfig, CONFIG_NAME)
+    SMConfig.load(directory)
 
 
 def _with_admin(args: argparse.Namespace, action: Callable[[Any, Any], Any]) -> Any:

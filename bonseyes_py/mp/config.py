@@ -9,39 +9,45 @@ Who signs IDs is either the SM's CA directory (``ca_directory``, all-in-one) or 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from bonseyes_py import safejson
+from bonseyes_py import settings
 from bonseyes_py.errors import InputError
+from bonseyes_py.mp.vetting import VettingRules
+from bonseyes_py.settings import LogLevel, setting
 
 CONFIG_NAME = "mp.json"
 
 
 @dataclass
 class MPConfig:
+    """The settings of ``mp.json``; the loader refuses keys not declared here and values of another type."""
+
     directory: Path
-    name: str = "marketplace"
-    bind: str = "127.0.0.1:8445"
-    workers: int = 2
-    threads: int = 4
+    name: str = setting("marketplace", non_empty=True)
+    bind: str = setting("127.0.0.1:8445", non_empty=True)
+    workers: int = setting(2, minimum=1)
+    threads: int = setting(4, minimum=1)
     # A registration holds its request for minutes (build, push): gthread keeps the worker alive meanwhile.
-    worker_class: str = "gthread"
-    max_body_bytes: int = 256 * 1024  # JSON requests
-    max_upload_bytes: int = 4 * 1024**3  # a docker save archive, streamed to the spool
+    worker_class: Literal["gthread", "sync"] = "gthread"
+    max_body_bytes: int = setting(256 * 1024, minimum=1)  # JSON requests
+    max_upload_bytes: int = setting(4 * 1024**3, minimum=1)  # a docker save archive, streamed to the spool
     database_url: str = ""
     sm_url: str = ""
     ca_directory: str = ""
     registry_directory: str = ""  # default: <directory>/registry
-    registry_host: str = "127.0.0.1"
-    registry_port: int = 5000
+    registry_host: str = setting("127.0.0.1", non_empty=True)
+    registry_port: int = settings.port(5000)
     manage_registry: bool = True  # serve() starts and stops the registry process
-    vetting: dict[str, Any] = field(default_factory=dict)  # VettingRules fields (max_size_bytes, ...)
+    # Some VettingRules fields (max_size_bytes, required_labels ...), checked against VettingRules' own
+    # annotations; the ones not given keep VettingRules' defaults. Scanners are code, not settings.
+    vetting: dict[str, Any] = setting(default_factory=dict, keys_of=VettingRules,  # noqa: RUF009 - a field()
+                                      skip=("scanners",))
     pidfile: str | None = None
     accesslog: str | None = None
-    loglevel: str = "warning"
+    loglevel: LogLevel = "warning"
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -79,21 +85,11 @@ class MPConfig:
     # -- persistence --------------------------------------------------------------------------------
 
     def save(self) -> Path:
-        data = asdict(self)
-        data["directory"] = str(self.directory)
-        path = self.directory / CONFIG_NAME
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return path
+        return settings.save_file(self, self.directory / CONFIG_NAME)
 
     @classmethod
     def load(cls, directory: Path | str, **overrides: Any) -> MPConfig:
-        path = Path(directory) / CONFIG_NAME
-        if not path.exists():
-            raise InputError(f"no Marketplace in {directory}: {path} is missing; run `bonseyes mp init` first",
-                             check="mp-missing")
-        data = safejson.load_object_file(path, what=f"Marketplace configuration {path}")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        data["directory"] = Path(directory)
-        return cls(**data)
+        """The checked settings of the MP in ``directory``; ``overrides`` (None: not given) win over the file."""
+        return settings.load_directory(cls, directory, CONFIG_NAME, what="Marketplace",
+                                       missing_hint="run `bonseyes mp init` first", missing_check="mp-missing",
+                                       overrides=overrides)

@@ -7,12 +7,14 @@ A minimal entry point for process supervisors and tests; the ``bonseyes`` CLI wr
 from __future__ import annotations
 
 import argparse
+import sys
 
+from bonseyes_py import settings
 from bonseyes_py.sm.config import SMConfig
 from bonseyes_py.sm.server import serve
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bonseyes_py.sm", description="Run the Security Manager.")
     parser.add_argument("directory")
     parser.add_argument("--bind")
@@ -24,8 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat-ttl", type=int, dest="heartbeat_ttl_seconds")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "directory"}
-    serve(SMConfig.load(args.directory, **overrides))
+    return settings.serve_until_error(lambda: SMConfig.load(args.directory, **overrides), serve)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,39 +7,41 @@ by default, the SQLite database.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from bonseyes_py import safejson
-from bonseyes_py.errors import InputError
+from bonseyes_py import settings
+from bonseyes_py.settings import LogLevel, setting
 
 CONFIG_NAME = "sm.json"
+# Keys older versions wrote that nothing reads: accepted with their old value only (see settings._section).
+RETIRED_KEYS: dict[str, Any] = {"extra": {}}
 
 
 @dataclass
 class SMConfig:
+    """The settings of ``sm.json``; the loader refuses keys not declared here and values of another type."""
+
     directory: Path
     database_url: str = ""
-    bind: str = "127.0.0.1:8443"
-    workers: int = 2
-    worker_class: str = "gthread"
-    threads: int = 8
-    heartbeat_ttl_seconds: int = 90
-    host_licence_seconds: int = 900
-    artefact_licence_seconds: int = 3600
-    bm_port: int = 8444
-    bm_timeout_seconds: float = 10.0
-    max_body_bytes: int = 256 * 1024
+    bind: str = setting("127.0.0.1:8443", non_empty=True)
+    workers: int = setting(2, minimum=1)
+    worker_class: Literal["gthread", "sync"] = "gthread"
+    threads: int = setting(8, minimum=1)
+    heartbeat_ttl_seconds: int = setting(90, minimum=1)
+    host_licence_seconds: int = setting(900, minimum=1)
+    artefact_licence_seconds: int = setting(3600, minimum=1)
+    bm_port: int = settings.port(8444)
+    bm_timeout_seconds: float = setting(10.0, above=0)
+    max_body_bytes: int = setting(256 * 1024, minimum=1)
     # NORMAL (WAL): survives kill -9; FULL: also survives a power cut, at an fsync per commit (see db.py).
-    sqlite_synchronous: str = "NORMAL"
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # Heartbeats of an available host are batched in memory and written every this many seconds.
-    heartbeat_flush_seconds: float = 1.0
+    heartbeat_flush_seconds: float = setting(1.0, above=0)
     pidfile: str | None = None
     accesslog: str | None = None
-    loglevel: str = "warning"
-    extra: dict[str, Any] = field(default_factory=dict)
+    loglevel: LogLevel = "warning"
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -80,21 +82,11 @@ class SMConfig:
     # -- persistence --------------------------------------------------------------------------------
 
     def save(self) -> Path:
-        data = asdict(self)
-        data["directory"] = str(self.directory)
-        path = self.directory / CONFIG_NAME
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return path
+        return settings.save_file(self, self.directory / CONFIG_NAME)
 
     @classmethod
     def load(cls, directory: Path | str, **overrides: Any) -> SMConfig:
-        path = Path(directory) / CONFIG_NAME
-        if not path.exists():
-            raise InputError(f"no Security Manager in {directory}: {path} is missing; run init_sm first",
-                             check="sm-missing")
-        data = safejson.load_object_file(path, what=f"Security Manager configuration {path}")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        data["directory"] = Path(directory)
-        return cls(**data)
+        """The checked settings of the SM in ``directory``; ``overrides`` (None: not given) win over the file."""
+        return settings.load_directory(cls, directory, CONFIG_NAME, what="Security Manager",
+                                       missing_hint="run init_sm first", missing_check="sm-missing",
+                                       overrides=overrides, retired=RETIRED_KEYS)
