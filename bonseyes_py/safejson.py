@@ -6,6 +6,11 @@ JSON document that comes from outside (HTTP bodies and answers, licence headers 
 policy and state files, archive manifests) is therefore checked here for size and nesting *before*
 ``json.loads`` sees it, and any failure is one ``InputError`` whose message names what was read.
 
+A key given twice in one object is refused too: parsers disagree on which copy wins (Python keeps the last,
+others the first), and a licence claim, a request field or a config key that two readers see differently
+is how a check gets bypassed (RFC 7515 section 4 and RFC 8259 section 4 leave the choice open; refusing is
+the safe one).
+
 ``json.loads`` and ``json.load`` are banned elsewhere by ruff (``TID251`` in pyproject.toml), so a new
 parser site cannot skip the bounds.
 """
@@ -55,6 +60,21 @@ def nesting_depth(text: str, limit: int | None = None) -> int:
     return bracket_nesting(text, _TOKEN, limit)
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(f"key {key!r} appears twice in one object")
+            seen.add(key)
+    return value
+
+
 def loads(data: str | bytes | bytearray, *, what: str, max_bytes: int = DEFAULT_MAX_BYTES,
           max_depth: int = MAX_DEPTH) -> Any:
     """Parse ``data`` after checking its size and nesting; ``what`` names it in the one-line error."""
@@ -71,7 +91,9 @@ def loads(data: str | bytes | bytearray, *, what: str, max_bytes: int = DEFAULT_
     if text.count("[") + text.count("{") > max_depth and nesting_depth(text, max_depth) > max_depth:
         raise InputError(f"{what} nests deeper than {max_depth} levels", check="json-too-deep")
     try:
-        return json.loads(text)  # noqa: TID251 - the one module allowed to call json.loads
+        return json.loads(text, object_pairs_hook=_unique_keys)  # noqa: TID251 - the one allowed call
+    except DuplicateKeyError as exc:
+        raise InputError(f"{what} is ambiguous: {exc}", check="json-duplicate-key") from exc
     except (ValueError, RecursionError) as exc:
         raise InputError(f"{what} is not valid JSON: {exc}", check="json") from exc
 

@@ -391,3 +391,20 @@ def test_the_guard_finds_each_kind_of_unbounded_parse(tmp_path: Path) -> None:
 def test_no_json_is_parsed_outside_safejson() -> None:
     found = [entry for path in python_sources() for entry in unbounded_json_parses(path)]
     assert not found, "JSON parsed without bonseyes_py.safejson (size and nesting unbounded):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("text", [
+    '{"role": "user", "role": "admin"}',
+    '{"a": {"sub": 1, "sub": 2}}',
+    '[{"x": 1}, {"y": 1, "y": 1}]',
+])
+def test_a_key_given_twice_is_refused_not_resolved(text: str) -> None:
+    """Python keeps the last copy, other parsers the first: a reader must not pick one silently."""
+    with pytest.raises(InputError, match="appears twice in one object") as raised:
+        safejson.loads(text, what="request body")
+    assert raised.value.check == "json-duplicate-key"
+    assert "\n" not in str(raised.value)
+
+
+def test_the_same_key_in_different_objects_is_fine() -> None:
+    assert safejson.loads('[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]', what="x") == [{"a": 1}, {"a": 2}, {"b": {"a": 3}}]
