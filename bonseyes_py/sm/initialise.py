@@ -25,6 +25,7 @@ from bonseyes_py.pki.keys import (
     write_secret_file,
 )
 from bonseyes_py.pki.roles import DEFAULT_TRUST_DOMAIN, Role
+from bonseyes_py.settings import check as check_settings
 from bonseyes_py.sm.config import CONFIG_NAME, SMConfig
 from bonseyes_py.sm.db import make_engine, session_factory, upgrade_database
 from bonseyes_py.sm.models import Certificate, User
@@ -46,6 +47,8 @@ def init_sm(directory: Path | str, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, 
         raise InputError(f"a Security Manager already exists in {directory}; refusing to overwrite it",
                          check="sm-exists")
     config = SMConfig(directory=directory, database_url=database_url, **settings)
+    # A value sm.json could not hold is refused now, before the CA and the admin exist, not at the save.
+    check_settings(config, source=str(directory / CONFIG_NAME))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "private").mkdir(mode=0o700, exist_ok=True)
     os.chmod(directory / "private", 0o700)

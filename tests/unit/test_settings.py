@@ -367,3 +367,14 @@ def test_configs_the_role_templates_render_are_accepted_and_the_sm_starts_on_its
         wait_ready(Client(f"https://127.0.0.1:{port}", sm.admin_certificate, sm.admin_key, sm.ca_bundle), process, log)
     finally:
         stop(process)
+
+
+def test_init_sm_refuses_a_bad_setting_before_creating_anything(tmp_path: Path) -> None:
+    """A value sm.json could not hold stops ``init_sm`` before the CA, the admin or the directory exist."""
+    from bonseyes_py.sm.initialise import init_sm
+
+    target = tmp_path / "sm"
+    with pytest.raises(InputError, match='"bm_port" must be an integer') as raised:
+        init_sm(target, bm_port="9444x", root_passphrase=b"correct horse battery staple")
+    assert "\n" not in str(raised.value)
+    assert not target.exists()
