@@ -125,6 +125,11 @@ _HEADER_CACHE_LIMIT = 1024
 
 
 def clear_header_cache() -> None:
+    """Forget parsed headers (benchmarks of the cold path).
+
+    This cache only saves re-parsing the same x5c bytes; it holds no trust decision, so it is shared by
+    every trust store. What a store has verified lives in its own memo (``TrustStore.memo``).
+    """
     _HEADER_CACHE.clear()
 
 

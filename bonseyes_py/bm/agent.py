@@ -72,6 +72,8 @@ class BonseyesModule:
         self._root = roots[0]
         self._intermediates = [c for c in chain if c.issuer != c.subject]
         self._crl: x509.CertificateRevocationList | None = None
+        # One store for the agent's life: its memo of verified chains lasts; a new CRL replaces only the CRLs.
+        self._trust = TrustStore(root=self._root, intermediates=list(self._intermediates))
         self._lock = threading.RLock()
         self._records: dict[str, RuntimeRecord] = {r.nonce: r for r in self.store.load_all()}
         self._licensed: dict[str, threading.Event] = {}
@@ -86,12 +88,12 @@ class BonseyesModule:
 
     def trust_store(self) -> TrustStore:
         """SM root and intermediate, with the SM's CRL once fetched (refreshed with each heartbeat)."""
-        crls = [self._crl] if self._crl is not None else []
-        return TrustStore(root=self._root, intermediates=list(self._intermediates), crls=crls)
+        return self._trust
 
     def refresh_crl(self) -> None:
         try:
             self._crl = load_crl(self.sm.crl_pem())
+            self._trust.replace_crls([self._crl])
         except BonseyesError as exc:
             log.warning("could not refresh the CRL: %s", exc)
 

@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from bonseyes_py import safejson
-from bonseyes_py.errors import InputError, KeyFileError
+from bonseyes_py.errors import CertificateError, InputError, KeyFileError
 from bonseyes_py.pki.certs import certificate_pem, load_crl, read_certificate
 from bonseyes_py.pki.keys import (
     KeyAlgorithm,
@@ -62,7 +61,7 @@ from bonseyes_py.pki.roles import (
     check_trust_domain,
     ekus_for,
 )
-from bonseyes_py.pki.verify import TrustStore, utcnow
+from bonseyes_py.pki.verify import TrustStore, check_issued_by, utcnow, verify_ca_certificate
 
 ROOT_VALIDITY = dt.timedelta(days=3650)
 INTERMEDIATE_VALIDITY = dt.timedelta(days=1825)
@@ -532,12 +531,10 @@ class CertificateAuthority:
     def check_issued_here(self, certificate: x509.Certificate) -> None:
         """Refuse a certificate this CA's intermediate did not sign (revoking it here would mean nothing)."""
         try:
-            if certificate.issuer != self.intermediate.subject:
-                raise InvalidSignature
-            certificate.verify_directly_issued_by(self.intermediate)
-        except (InvalidSignature, ValueError, TypeError) as exc:
+            check_issued_by(certificate, self.intermediate)
+        except CertificateError as exc:
             raise InputError(f"certificate serial {certificate.serial_number:x} was not issued by the CA in"
-                             f" {self.paths.directory}", check="issuer") from exc
+                             f" {self.paths.directory}: {exc.args[0]}", check="issuer") from exc
 
     # -- the intermediate under an offline root ---------------------------------------------------
 
@@ -559,16 +556,16 @@ class CertificateAuthority:
         if certificate.subject != previous.subject:
             raise InputError(f"the new intermediate is for {certificate.subject.rfc4514_string()!r}, not"
                              f" {previous.subject.rfc4514_string()!r}", check="intermediate")
-        try:
-            if certificate.issuer != self.root.subject:
-                raise InvalidSignature
-            certificate.verify_directly_issued_by(self.root)
-        except (InvalidSignature, ValueError, TypeError) as exc:
+        if certificate.issuer != self.root.subject:
             raise InputError(f"the new intermediate is not signed by the root of {self.paths.directory}",
-                             check="intermediate") from exc
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if not constraints.ca:
-            raise InputError("the new intermediate certificate is not a CA certificate", check="intermediate")
+                             check="intermediate")
+        try:
+            verify_ca_certificate(certificate, TrustStore(root=self.root))
+        except CertificateError as exc:
+            if exc.check == "chain":
+                raise InputError(f"the new intermediate is not signed by the root of {self.paths.directory}",
+                                 check="intermediate") from exc
+            raise InputError(f"the new intermediate certificate is refused: {exc}", check="intermediate") from exc
         if certificate.not_valid_after_utc < previous.not_valid_after_utc:
             raise InputError(f"the new intermediate expires {certificate.not_valid_after_utc.isoformat()}, before"
                              f" the current one ({previous.not_valid_after_utc.isoformat()})", check="intermediate")

@@ -27,7 +27,7 @@ from bonseyes_py.licences import LicenceIssuer
 from bonseyes_py.pki.ca import crl_number_of
 from bonseyes_py.pki.certs import load_crl
 from bonseyes_py.pki.roles import Identity, Role, identity_of
-from bonseyes_py.pki.verify import TrustStore
+from bonseyes_py.pki.verify import TrustStore, check_crl_signed_by
 from bonseyes_py.sm import audit
 from bonseyes_py.sm.core import SMCore, found
 from bonseyes_py.sm.models import Artefact, Certificate, Host, Licence, User
@@ -154,9 +154,8 @@ class RevocationOperations(SMCore):
         path = self.ca.paths.crl
         try:
             crl = load_crl(path.read_bytes())
+            check_crl_signed_by(crl, self.ca.intermediate)
         except (OSError, BonseyesError):
-            return []
-        if not crl.is_signature_valid(self.ca.intermediate.public_key()):  # type: ignore[arg-type]
             return []
         published = {format(entry.serial_number, "x"): entry.revocation_date_utc.timestamp() for entry in crl}
         if not published:
