@@ -31,13 +31,13 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from bonseyes_py import safejson
+from bonseyes_py import settings
 from bonseyes_py.errors import CertificateError, InputError, KeyFileError
 from bonseyes_py.pki.certs import certificate_pem, load_crl, read_certificate
 from bonseyes_py.pki.keys import (
@@ -136,14 +136,28 @@ def root_key_state(directory: Path | str) -> str:
     return "encrypted" if key_file_is_encrypted(key) else "plaintext"
 
 
-def _owner_of(directory: Path, config: dict[str, object]) -> Path | None:
+@dataclass(frozen=True)
+class CARecord:
+    """``ca.json``: what a CA directory says about itself, loaded by the strict settings loader.
+
+    A hand-edited file with a missing trust domain or a typo in a key is refused in one line naming the
+    file and the key, not a ``KeyError`` traceback or a key silently ignored.
+    """
+
+    trust_domain: str = settings.setting(non_empty=True)
+    algorithm: Literal["ec-p256", "ed25519", "rsa-3072"] = "ec-p256"
+    # The owning Security Manager's directory, relative to the CA directory (OWNER_KEY).
+    security_manager: str | None = None
+
+
+def _owner_of(directory: Path, config: CARecord) -> Path | None:
     """The directory of the Security Manager that owns a CA, or None for a standalone CA.
 
     ``ca.json`` names it (init_sm writes it); a CA created before that record existed is recognised by
     the layout init_sm always uses, so no older SM's CA is mistaken for a standalone one.
     """
-    recorded = config.get(OWNER_KEY)
-    if isinstance(recorded, str) and recorded:
+    recorded = config.security_manager
+    if recorded:
         return (directory / recorded).resolve()
     if directory.name == _SM_CA_NAME and (directory.parent / _SM_CONFIG_NAME).exists():
         return directory.parent.resolve()
@@ -402,8 +416,8 @@ class CertificateAuthority:
             raise InputError(f"no CA in {paths.directory}; run `bonseyes ca init {paths.directory} "
                              "--root-passphrase-file FILE` first",
                              check="ca-missing")
-        config = safejson.load_object_file(paths.config, what=f"CA configuration {paths.config}")
-        return cls(paths.directory, config["trust_domain"], read_certificate(paths.root_cert),
+        config = settings.load_file(CARecord, paths.config, what="CA configuration")
+        return cls(paths.directory, config.trust_domain, read_certificate(paths.root_cert),
                    read_certificate(paths.intermediate_cert),
                    read_private_key(paths.intermediate_key, intermediate_passphrase),
                    read_certificate(paths.signer_cert), read_private_key(paths.signer_key),

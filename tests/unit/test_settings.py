@@ -378,3 +378,22 @@ def test_init_sm_refuses_a_bad_setting_before_creating_anything(tmp_path: Path) 
         init_sm(target, bm_port="9444x", root_passphrase=b"correct horse battery staple")
     assert "\n" not in str(raised.value)
     assert not target.exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"algorithm": "ec-p256"}', 'key "trust_domain" is required'),
+    ('{"trust_domain": "vp.example", "trust_domian": "x"}', 'key "trust_domian" is unknown'),
+    ('{"trust_domain": "vp.example", "algorithm": "dsa"}', '"algorithm" must be one of'),
+    ('{"trust_domain": ""}', '"trust_domain"'),
+])
+def test_a_hand_edited_ca_json_is_refused_in_one_line(tmp_path: Path, content: str, message: str) -> None:
+    """ca.json goes through the same loader: no KeyError traceback, no key silently ignored."""
+    from bonseyes_py.pki.ca import CertificateAuthority
+
+    authority = CertificateAuthority.init(tmp_path / "ca")
+    (tmp_path / "ca" / "ca.json").write_text(content)
+    with pytest.raises(InputError, match=message) as raised:
+        CertificateAuthority.load(tmp_path / "ca")
+    assert "\n" not in str(raised.value)
+    assert "ca.json" in str(raised.value)
+    assert authority.trust_domain
