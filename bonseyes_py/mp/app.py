@@ -28,7 +28,7 @@ from typing import Any
 import docker
 from flask import Flask, Response, jsonify, request
 
-from bonseyes_py.errors import BonseyesError, InputError
+from bonseyes_py.errors import BonseyesError
 from bonseyes_py.mp.catalogue import Catalogue
 from bonseyes_py.mp.config import MPConfig
 from bonseyes_py.mp.errors import RegistrationError, RegistryError, VettingError
@@ -39,10 +39,10 @@ from bonseyes_py.mp.signing import ArtefactSigner, HttpsArtefactSigner, LocalArt
 from bonseyes_py.mp.vetting import VettingRules
 from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.certs import load_certificate_chain, load_crl
-from bonseyes_py.pki.roles import Identity, Role, check_name
+from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.pki.verify import TrustStore
 from bonseyes_py.web.errors import error_response, http_status_of
-from bonseyes_py.web.flaskapp import Authenticator, create_flask_app
+from bonseyes_py.web.flaskapp import Authenticator, create_flask_app, query_args
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +192,6 @@ def receive_upload(spool: Path, limit: int) -> Path:
     return path
 
 
-def _policies_arg() -> Any:
-    raw = request.args.get("policies")
-    return raw if raw is not None else None
-
-
 # -- the app ---------------------------------------------------------------------------------------
 
 
@@ -207,9 +202,10 @@ def create_app(config: MPConfig, *, marketplace: Marketplace | None = None,
         marketplace, trust = open_service(config)
     mp = marketplace
     auth = Authenticator(trust)
-    app = create_flask_app("bonseyes_mp", max_body_bytes=config.max_body_bytes)
-    app.extensions["bonseyes_mp"] = mp
     document = openapi_document()
+    # Content-Type and query parameters of every route are checked against the served document.
+    app = create_flask_app("bonseyes_mp", max_body_bytes=config.max_body_bytes, openapi=document)
+    app.extensions["bonseyes_mp"] = mp
 
     @app.errorhandler(BonseyesError)
     def _typed(error: BonseyesError) -> Response:
@@ -247,7 +243,7 @@ def create_app(config: MPConfig, *, marketplace: Marketplace | None = None,
 
     @route("/v1/artefacts", ["GET"], READ_ROLES)
     def list_artefacts(caller: Identity) -> dict[str, Any]:
-        return {"artefacts": [a.as_dict() for a in mp.list(caller, request.args.get("owner"))]}
+        return {"artefacts": [a.as_dict() for a in mp.list(caller, query_args().get("owner"))]}
 
     @route("/v1/artefacts/<name>", ["GET"], READ_ROLES)
     def show_artefact(caller: Identity, name: str) -> dict[str, Any]:
@@ -255,14 +251,11 @@ def create_app(config: MPConfig, *, marketplace: Marketplace | None = None,
 
     @route("/v1/artefacts", ["POST"], REGISTER_ROLES)
     def register(caller: Identity) -> Any:
-        if request.mimetype not in ARCHIVE_TYPES:
-            raise RegistrationError(f"Content-Type must be {ARCHIVE_TYPES[0]}: the body is the bytes of a docker "
-                                    f"save archive, with name (and policies) as query parameters; not "
-                                    f"{request.mimetype or 'none'} (the Marketplace registers uploads only, never "
-                                    "an image named on its engine)", check="content-type")
-        name, policies = request.args.get("name"), _policies_arg()
-        if not name:
-            raise InputError("an uploaded archive needs the query parameter name", check="fields")
+        # Already checked against the document: Content-Type one of ARCHIVE_TYPES (else 415 content-type,
+        # before any byte is read: the Marketplace registers uploads only, never an image named on its
+        # engine), name a valid name, policies a bounded string.
+        query = query_args()
+        name, policies = query["name"], query.get("policies")
         _precheck(mp, caller, name)
         upload = receive_upload(config.uploads, config.max_upload_bytes)
         if NDJSON in (request.headers.get("Accept") or ""):
@@ -278,7 +271,6 @@ def create_app(config: MPConfig, *, marketplace: Marketplace | None = None,
 
 def _precheck(mp: Marketplace, caller: Identity, name: str) -> None:
     """Refuse a taken name before receiving gigabytes; ``register`` checks again."""
-    check_name(name, "artefact name")
     existing = mp.catalogue.get(name)
     if existing is not None and existing.owner != caller.name:
         raise RegistrationError(f"artefact name {name!r} is already registered by owner {existing.owner}",

@@ -1,9 +1,16 @@
-"""The OpenAPI 3.1 document the Marketplace serves at ``/openapi.json``."""
+"""The OpenAPI 3.1 document the Marketplace serves at ``/openapi.json``.
+
+The app checks every request's query parameters (and Content-Type) against it before the handler
+runs (``bonseyes_py.web.request_schema``), so what it says is what the Marketplace accepts.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bonseyes_py.mp.service import MAX_POLICY_BYTES
+
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -28,13 +35,14 @@ def openapi_document() -> dict[str, Any]:
                 **_errors(403)}}},
             "/v1/artefacts": {
                 "get": {"summary": "List artefacts", "parameters": [
-                    {"name": "owner", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    {"name": "owner", "in": "query", "required": False, "schema": NAME}],
                     "responses": {"200": {"description": "the catalogue", "content": {"application/json": {
                         "schema": {"type": "object", "required": ["artefacts"],
                                    "properties": {"artefacts": {"type": "array", "items": artefact}}}}}},
                         **_errors(403)}},
                 "post": {
-                    "summary": "Register an uploaded docker save archive (role user)",
+                    "summary": "Register the bytes of a docker save archive, with name and policies as query "
+                               "parameters (role user; the Marketplace registers uploads only)",
                     "description": "The request body is the bytes of a `docker save` archive (Content-Type "
                                    "application/x-tar), with `name` and `policies` as query parameters. The "
                                    "upload is the whole source: its config and every layer must hash to the "
@@ -45,9 +53,10 @@ def openapi_document() -> dict[str, Any]:
                                    "`Accept: application/x-ndjson` the answer is a stream of progress events "
                                    "(vet, build, push, sign) ending with a `result` or `error` event.",
                     "parameters": [
-                        {"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
+                        {"name": "name", "in": "query", "required": True, "schema": NAME},
                         {"name": "policies", "in": "query", "required": False,
-                         "schema": {"type": "string", "description": "execution policies, a JSON object"}}],
+                         "schema": {"type": "string", "maxLength": MAX_POLICY_BYTES,
+                                    "description": "execution policies, a JSON object"}}],
                     "requestBody": {"required": True, "content": {
                         "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},

@@ -1,8 +1,9 @@
 """The SM's Flask app: a thin adapter from HTTPS + mTLS to ``SecurityManager``.
 
-Each route names the roles it accepts (``Authenticator.peer``), reads a JSON object with known
-fields only, calls one service method and returns its JSON. Who the caller is, and from which
-address, comes from the TLS peer, never from the body.
+Each route names the roles it accepts (``Authenticator.peer``), reads a JSON object already checked
+against the operation's request schema in the served OpenAPI document (``openapi.py``: known fields
+only, types, lengths), calls one service method and returns its JSON. Who the caller is, and from
+which address, comes from the TLS peer, never from the body.
 """
 
 from __future__ import annotations
@@ -10,45 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify
 
-from bonseyes_py.errors import InputError
 from bonseyes_py.pki.roles import Role
 from bonseyes_py.sm.config import SMConfig
 from bonseyes_py.sm.openapi import openapi_document
 from bonseyes_py.sm.service import SecurityManager
-from bonseyes_py.web.flaskapp import Authenticator, create_flask_app, json_body
+from bonseyes_py.web.flaskapp import Authenticator, create_flask_app, json_body, query_args
 
 ANY_ROLE = (Role.ADMIN, Role.USER, Role.HOST, Role.RUNTIME, Role.MARKETPLACE, Role.SECURITY_MANAGER)
-
-
-def _fields(body: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    unknown = set(body) - set(required) - set(optional)
-    if unknown:
-        raise InputError(f"unknown fields {sorted(unknown)}; allowed: {', '.join(required + optional)}",
-                         check="unknown-field")
-    missing = [name for name in required if name not in body]
-    if missing:
-        raise InputError(f"missing fields {missing}", check="missing-field")
-    return body
-
-
-def _int_arg(name: str, default: int, maximum: int = 2**62) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > maximum:
-        raise InputError(f"query parameter {name} must be an integer between 0 and {maximum}", check=name)
-    return int(raw)
 
 
 def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> Flask:
     """Build the app of one worker; the service (DB pool, CA, caches) is created here, after fork."""
     sm = service or SecurityManager.open(config)
     auth = Authenticator(sm.trust_store)
-    app = create_flask_app("bonseyes_sm", max_body_bytes=config.max_body_bytes)
-    app.extensions["bonseyes_sm"] = sm
     document = openapi_document()
+    app = create_flask_app("bonseyes_sm", max_body_bytes=config.max_body_bytes, openapi=document)
+    app.extensions["bonseyes_sm"] = sm
 
     def route(rule: str, methods: list[str], roles: tuple[Role, ...]) -> Callable[[Callable[..., Any]], Any]:
         def decorate(handler: Callable[..., Any]) -> Any:
@@ -80,7 +60,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/users", ["POST"], (Role.ADMIN,))
     def enrol_user(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("user_id",), ("organisation", "role", "passphrase", "csr"))
+        body = json_body()
         answer = sm.enrol_user(peer.identity, body["user_id"], organisation=body.get("organisation", ""),
                                role=body.get("role", "user"), passphrase=body.get("passphrase"),
                                csr_pem=body.get("csr"))
@@ -88,7 +68,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/services", ["POST"], (Role.ADMIN,))
     def enrol_service(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("role", "name", "csr"))
+        body = json_body()
         return jsonify(sm.enrol_service(peer.identity, body["role"], body["name"], body["csr"])), 201
 
     @route("/v1/users/<user_id>", ["GET"], (Role.ADMIN,))
@@ -97,7 +77,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/hosts", ["POST"], (Role.USER, Role.ADMIN))
     def register_host(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("host_id", "csr"), ("premises", "gpu_count", "gpu_models", "name"))
+        body = json_body()
         answer = sm.register_host(peer.identity, body["host_id"], body["csr"], premises=body.get("premises"),
                                   gpu_count=body.get("gpu_count", 0), gpu_models=body.get("gpu_models"),
                                   name=body.get("name"))
@@ -105,7 +85,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/hosts/heartbeat", ["POST"], (Role.HOST,))
     def heartbeat(peer: Any) -> dict[str, Any]:
-        body = _fields(json_body() if request.content_length else {}, (), ("bm_port",))
+        body = json_body()
         return sm.heartbeat(peer.identity, peer.ip, bm_port=body.get("bm_port"))
 
     @route("/v1/hosts/<host_id>", ["GET"], (Role.ADMIN, Role.USER, Role.HOST))
@@ -114,7 +94,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/artefacts", ["POST"], (Role.MARKETPLACE, Role.ADMIN))
     def register_artefact(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("artefact_id", "owner", "digest"), ("terms",))
+        body = json_body()
         answer = sm.register_artefact(peer.identity, body["artefact_id"], body["owner"], body["digest"],
                                       body.get("terms"))
         return jsonify(answer), 201
@@ -126,7 +106,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
     @route("/v1/artefacts/<artefact_id>/images", ["POST"], (Role.MARKETPLACE, Role.ADMIN))
     def add_image(peer: Any, artefact_id: str) -> tuple[Response, int]:
         # owner: the owner the marketplace acts for (required of a marketplace, checked for anyone).
-        body = _fields(json_body(), ("digest",), ("owner",))
+        body = json_body()
         return jsonify(sm.add_image(peer.identity, artefact_id, body["digest"], owner=body.get("owner"))), 201
 
     @route("/v1/artefacts/<artefact_id>/terms", ["PUT"], (Role.MARKETPLACE, Role.ADMIN))
@@ -137,18 +117,17 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/premises/<name>", ["PUT"], (Role.ADMIN,))
     def put_premise(peer: Any, name: str) -> dict[str, Any]:
-        body = _fields(json_body(), (), ("policy", "users", "hosts"))
+        body = json_body()
         return sm.put_premise(peer.identity, name, policy=body.get("policy"), users=body.get("users"),
                               hosts=body.get("hosts"))
 
     @route("/v1/premises/<name>", ["GET"], (Role.ADMIN,))
     def get_premise(_peer: Any, name: str) -> dict[str, Any]:
-        revision = request.args.get("revision")
-        return sm.get_premise(name, _int_arg("revision", 0, 2**31) if revision is not None else None)
+        return sm.get_premise(name, query_args().get("revision"))
 
     @route("/v1/pipelines", ["POST"], (Role.USER,))
     def request_pipeline(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("premise", "stages"))
+        body = json_body()
         return jsonify(sm.request_pipeline(peer.identity, body["premise"], body["stages"])), 201
 
     @route("/v1/pipelines/<pipeline_id>", ["GET"], (Role.USER, Role.ADMIN))
@@ -157,7 +136,7 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/licences/host", ["POST"], (Role.HOST,))
     def host_licence(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("image_digest", "artefact_id", "user_id", "nonce"), ("renews",))
+        body = json_body()
         answer = sm.issue_host_licence_json(peer.identity, peer.ip, image_digest=body["image_digest"],
                                             artefact_id=body["artefact_id"], user_id=body["user_id"],
                                             nonce=body["nonce"], renews=body.get("renews"))
@@ -166,20 +145,21 @@ def create_app(config: SMConfig, *, service: SecurityManager | None = None) -> F
 
     @route("/v1/licences/artefact", ["POST"], (Role.RUNTIME,))
     def artefact_licence(peer: Any) -> tuple[Response, int]:
-        body = _fields(json_body(), ("host_licence", "artefact_id"))
+        body = json_body()
         answer = sm.issue_artefact_licence(peer.identity, peer.certificate, peer.ip,
                                            host_licence=body["host_licence"], artefact_id=body["artefact_id"])
         return jsonify(answer), 201
 
     @route("/v1/revocations", ["POST"], (Role.ADMIN,))
     def revoke(peer: Any) -> dict[str, Any]:
-        body = _fields(json_body(), ("kind", "id"), ("reason",))
+        body = json_body()
         return sm.revoke(peer.identity, body["kind"], body["id"], reason=body.get("reason", ""))
 
     @route("/v1/audit", ["GET"], (Role.ADMIN,))
     def audit_log(_peer: Any) -> dict[str, Any]:
-        entries = sm.audit_log(after=_int_arg("after", 0), limit=_int_arg("limit", 100, 1000),
-                               action=request.args.get("action"), subject=request.args.get("subject"))
+        query = query_args()
+        entries = sm.audit_log(after=query.get("after", 0), limit=query.get("limit", 100),
+                               action=query.get("action"), subject=query.get("subject"))
         return {"entries": entries}
 
     @route("/v1/audit/verify", ["GET"], (Role.ADMIN,))

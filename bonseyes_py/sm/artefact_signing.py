@@ -28,7 +28,6 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import delete, func, select
 
-from bonseyes_py.errors import InputError
 from bonseyes_py.identity.ids import sign_artefact_id
 from bonseyes_py.pki.certs import chain_pem
 from bonseyes_py.pki.roles import Identity, Role, check_name
@@ -111,10 +110,7 @@ def register_artefact_signing(app: Flask, sm: SecurityManager, auth: Authenticat
         app.add_url_rule(rule, view_func=wrapped, methods=methods)
 
     def reserve(actor: Identity) -> tuple[dict[str, Any], int]:
-        body = json_body()
-        unknown = set(body) - {"name", "owner"}
-        if unknown or not {"name", "owner"} <= set(body):
-            raise InputError("body must be {\"name\": ..., \"owner\": ...} and nothing else", check="fields")
+        body = json_body()  # {"name", "owner"} and nothing else: the ReserveArtefactId schema
         return reserve_artefact_id(sm, actor, body["name"], body["owner"]), 201
 
     def release(actor: Identity, name: str) -> tuple[dict[str, Any], int]:

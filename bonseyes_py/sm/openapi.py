@@ -55,7 +55,8 @@ SCHEMAS: dict[str, Any] = {
     "User": _object({"user_id": {"type": "string"}, "organisation": {"type": "string"}, "role": {"type": "string"},
                      "revoked": {"type": "boolean"}, "serials": STRINGS},
                     ("user_id", "organisation", "role", "revoked", "serials")),
-    "RegisterHost": _object({"host_id": {"type": "string", "description": "host ID JWS signed by the owner"},
+    "RegisterHost": _object({"host_id": {"type": "string", "maxLength": 65536,
+                                         "description": "host ID JWS signed by the owner"},
                              "csr": PEM, "premises": {"type": "array", "items": NAME, "maxItems": 100},
                              "gpu_count": {"type": "integer", "minimum": 0, "maximum": 1024},
                              "gpu_models": {"type": "array", "items": {"type": "string"}, "maxItems": 64},
@@ -90,7 +91,8 @@ SCHEMAS: dict[str, Any] = {
     "Image": _object({"digest": {"type": "string"}, "artefact_id": {"type": "string"},
                       "image_id_token": {"type": "string"}}, ("digest", "artefact_id", "image_id_token")),
     "PutPremise": _object({"policy": {"type": "string", "maxLength": 262144},
-                           "users": {"type": "array", "items": NAME}, "hosts": {"type": "array", "items": NAME}}),
+                           "users": {"type": "array", "items": NAME, "maxItems": 10_000},
+                           "hosts": {"type": "array", "items": NAME, "maxItems": 10_000}}),
     "Premise": _object({"name": {"type": "string"}, "revision": {"type": "integer"},
                         "policy_revision": {"type": "string"}, "policy": {"type": "string"}, "users": STRINGS,
                         "hosts": STRINGS}, ("name", "revision", "policy_revision", "policy", "users", "hosts")),
@@ -224,7 +226,8 @@ def _document() -> dict[str, Any]:
             "registerHost", ("user", "admin"), "RegisteredHost", status="201", body="RegisterHost",
             description="A user names only premises she is a member of: an unknown premise and another's are the "
                         "same 403 premise-member (an admin gets 404 for an unknown one).")},
-        "/v1/hosts/heartbeat": {"post": _operation("heartbeat", ("host",), "HeartbeatAnswer", body="Heartbeat")},
+        "/v1/hosts/heartbeat": {"post": _operation("heartbeat", ("host",), "HeartbeatAnswer", body="Heartbeat",
+                                                   body_required=False)},
         "/v1/hosts/{host_id}": {"get": _operation(
             "getHost", ("admin", "user", "host"), "Host", params=(_path_param("host_id"),),
             description="To a user or host, an unknown host ID and a host not its own are the same 403 host-owner; "
@@ -241,7 +244,8 @@ def _document() -> dict[str, Any]:
         "/v1/premises/{name}": {
             "put": _operation("putPremise", ("admin",), "Premise", body="PutPremise", params=(_path_param("name"),)),
             "get": _operation("getPremise", ("admin",), "Premise",
-                              params=(_path_param("name"), _query("revision", {"type": "integer", "minimum": 0}))),
+                              params=(_path_param("name"),
+                                      _query("revision", {"type": "integer", "minimum": 0, "maximum": 2**31}))),
         },
         "/v1/pipelines": {"post": _operation(
             "requestPipeline", ("user",), "Pipeline", status="201", body="RequestPipeline",
@@ -275,7 +279,7 @@ def _document() -> dict[str, Any]:
                                                      status="201", body="ArtefactLicenceRequest")},
         "/v1/revocations": {"post": _operation("revoke", ("admin",), "Revoked", body="Revoke")},
         "/v1/audit": {"get": _operation("auditLog", ("admin",), "AuditPage", params=(
-            _query("after", {"type": "integer", "minimum": 0}),
+            _query("after", {"type": "integer", "minimum": 0, "maximum": 2**62}),
             _query("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
             _query("action", {"type": "string"}), _query("subject", {"type": "string"})))},
         "/v1/audit/verify": {"get": _operation("verifyAudit", ("admin",), "AuditReport")},

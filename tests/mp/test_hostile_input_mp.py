@@ -89,3 +89,40 @@ def test_uri_too_long_is_a_json_414(server: MPServer, alice: Person) -> None:
 def test_server_still_answers(server: MPServer, alice: Person) -> None:
     response = requests.get(server.url + "/v1/ping", cert=(alice.cert, alice.key), verify=server.sm_root, timeout=30)
     assert response.status_code == 200, response.text
+
+
+# -- requests checked against the served OpenAPI document ---------------------------------------------
+
+def _get(server: MPServer, person: Person, path: str, params: dict[str, str] | None = None) -> requests.Response:
+    return requests.get(server.url + path, params=params, cert=(person.cert, person.key), verify=server.sm_root,
+                        timeout=30)
+
+
+def test_upload_query_parameters_are_checked_before_the_upload_is_read(server: MPServer, alice: Person) -> None:
+    """The Marketplace takes no JSON body: its request rules are the Content-Type and the query parameters."""
+    error = assert_error(post(server, alice, "/v1/artefacts", b"\0" * 1024, "application/x-tar"), 400,
+                         "missing-field")
+    assert error["message"] == "query.name: required parameter is missing", error
+    error = assert_error(post(server, alice, "/v1/artefacts", b"\0" * 1024, "application/x-tar",
+                              params={"name": "bad name!"}), 400, "invalid-field")
+    assert error["message"].startswith("query.name: does not match the pattern ^"), error
+    error = assert_error(post(server, alice, "/v1/artefacts", b"\0" * 1024, "application/x-tar",
+                              params={"name": "trailing\n"}), 400, "invalid-field")
+    assert not server.uploads()
+
+
+def test_a_json_registration_names_the_content_types_the_document_declares(server: MPServer, alice: Person) -> None:
+    document = _get(server, alice, "/openapi.json").json()
+    declared = list(document["paths"]["/v1/artefacts"]["post"]["requestBody"]["content"])
+    error = assert_error(post(server, alice, "/v1/artefacts", b'{"name": "x"}', "application/json",
+                              params={"name": "x"}), 415, "content-type")
+    assert f"Content-Type must be {' or '.join(declared)}, not application/json" in error["message"], error
+    assert "\n" not in error["message"]
+
+
+def test_catalogue_queries_are_checked_and_valid_ones_pass(server: MPServer, alice: Person) -> None:
+    error = assert_error(_get(server, alice, "/v1/artefacts", {"owner": "../etc"}), 400, "invalid-field")
+    assert error["message"].startswith("query.owner: does not match the pattern"), error
+    listed = _get(server, alice, "/v1/artefacts", {"owner": "alice"})
+    assert listed.status_code == 200, listed.text
+    assert isinstance(listed.json()["artefacts"], list)

@@ -330,6 +330,48 @@ def test_deep_bodies_on_every_bm_route_are_400_json_too_deep(bm: BMPeer, world: 
         _bm_error(response, 400, "json-too-deep")
 
 
+def _bm_refusal(response: requests.Response, check: str) -> str:
+    _bm_error(response, 400, check)
+    message = str(json.loads(response.content)["message"])
+    assert "\n" not in message, message
+    return message
+
+
+def test_bm_requests_are_checked_against_its_served_document(bm: BMPeer, world: World, tmp_path: Path) -> None:
+    """Wrong type, missing field, unknown field, oversized string: each a 400 naming the field."""
+    sm, runtime = _sm_identity(world), _runtime_identity(world, tmp_path)
+    document = bm.request(sm, "GET", "/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    digest = "sha256:" + "0" * 64
+    assert _bm_refusal(bm.request(sm, "POST", "/v1/images/fetch", json={"digests": digest}),
+                       "invalid-field") == "body.digests: expected array, got string"
+    start = {"pipeline_id": unique("p"), "position": 0, "artefact_id": "a", "digest": digest}
+    assert _bm_refusal(bm.request(sm, "POST", "/v1/runtimes", json=start),
+                       "missing-field") == "body.user_id: required field is missing"
+    assert _bm_refusal(bm.request(sm, "POST", "/v1/runtimes", json={**start, "user_id": "u", "env": {"PATH": "/"}}),
+                       "invalid-field").startswith("body.env: field name PATH breaks the pattern rule")
+    assert _bm_refusal(bm.request(sm, "POST", "/v1/runtimes/stop", json={"pipeline_id": "p", "colour": "red"}),
+                       "unknown-field") == "body.colour: unknown field; allowed: pipeline_id, nonces, reason"
+    limit = schemas["ArtefactLicence"]["properties"]["licence"]["maxLength"]
+    assert _bm_refusal(bm.request(runtime, "POST", "/v1/runtimes/licence", json={"licence": "x" * (limit + 1)}),
+                       "invalid-field") == f"body.licence: longer than {limit} characters"
+    # The role comes first: a runtime may not stop runtimes, whatever its body says.
+    _bm_error(bm.request(runtime, "POST", "/v1/runtimes/stop", json={"colour": "red"}), 403, "role")
+    # A cross-field rule the schema leaves to the handler.
+    _bm_error(bm.request(sm, "POST", "/v1/runtimes/stop", json={}), 400, "missing-field")
+
+
+def test_valid_bm_requests_still_pass(bm: BMPeer, world: World) -> None:
+    sm = _sm_identity(world)
+    stopped = bm.request(sm, "POST", "/v1/runtimes/stop", json={"pipeline_id": unique("none"), "reason": "test"})
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json() == {"stopped": []}
+    listed = bm.request(sm, "GET", "/v1/runtimes", params={"pipeline_id": unique("none")})
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {"runtimes": []}
+    _bm_error(bm.request(sm, "GET", "/v1/runtimes", params={"pipeline_id": "bad name!"}), 400, "invalid-field")
+
+
 def test_gunicorn_refusals_of_the_bm_are_json(bm: BMPeer, world: World) -> None:
     sm = _sm_identity(world)
     _bm_error(bm.request(sm, "GET", "/v1/status?x=" + "a" * 10_000), 414, "uri-too-long")

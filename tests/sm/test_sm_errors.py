@@ -163,7 +163,9 @@ def test_malformed_and_oversized_bodies(world: World) -> None:
     check_error(admin.post("/v1/users", {"user_id": "u", "passphrase": "12345678", "is_admin": True}), 400,
                 "unknown-field")
     check_error(admin.post("/v1/users", {"passphrase": "12345678"}), 400, "missing-field")
-    check_error(admin.post("/v1/users", {"user_id": "bad name!", "passphrase": "12345678"}), 400, "user-ID")
+    error = check_error(admin.post("/v1/users", {"user_id": "bad name!", "passphrase": "12345678"}), 400,
+                        "invalid-field")
+    assert error["message"].startswith("body.user_id: does not match the pattern "), error
     check_error(admin.request("POST", "/v1/users", data=json.dumps({"user_id": "x" * 400_000}).encode()), 413,
                 "body-too-large")
     check_error(admin.put("/v1/premises/p1", {"policy": "permit(principal, action, resource) when { nonsense };"}),
@@ -171,9 +173,12 @@ def test_malformed_and_oversized_bodies(world: World) -> None:
 
 
 def test_nonce_and_digest_formats_are_checked(lab: Lab) -> None:
-    check_error(lab.host.client.post("/v1/licences/host", {**lab.licence_request("short")}), 400, "nonce")
-    check_error(lab.host.client.post("/v1/licences/host", {**lab.licence_request(nonce()),
-                                                            "image_digest": "sha256:xyz"}), 400, "digest")
+    error = check_error(lab.host.client.post("/v1/licences/host", {**lab.licence_request("short")}), 400,
+                        "invalid-field")
+    assert error["message"].startswith("body.nonce: does not match the pattern"), error
+    bad_digest = {**lab.licence_request(nonce()), "image_digest": "sha256:xyz"}
+    error = check_error(lab.host.client.post("/v1/licences/host", bad_digest), 400, "invalid-field")
+    assert error["message"].startswith("body.image_digest: does not match the pattern"), error
 
 
 def test_runtime_key_is_a_loadable_private_key(lab: Lab) -> None:

@@ -21,7 +21,9 @@ def test_enrolment_returns_a_pkcs12_that_opens_with_the_chosen_passphrase(world:
     assert len(chain) == 2
     check_error(world.admin.post("/v1/users", {"user_id": "carol", "passphrase": "correct horse"}), 409,
                 "user-exists")
-    check_error(world.admin.post("/v1/users", {"user_id": "dave", "passphrase": "short"}), 400, "passphrase")
+    error = check_error(world.admin.post("/v1/users", {"user_id": "dave", "passphrase": "short"}), 400,
+                        "invalid-field")
+    assert error["message"] == "body.passphrase: shorter than 8 characters", error
 
 
 def test_full_protocol_host_licence_then_artefact_licence(world: World, lab: Lab) -> None:
