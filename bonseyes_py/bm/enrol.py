@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from bonseyes_py import safejson
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.errors import InputError
 from bonseyes_py.identity.hardware import collect_hardware_facts
@@ -27,6 +25,7 @@ from bonseyes_py.jose import Signer
 from bonseyes_py.pki.certs import load_certificate_chain, read_certificate
 from bonseyes_py.pki.keys import generate_private_key, read_private_key, signature_hash, write_private_key
 from bonseyes_py.pki.roles import identity_of
+from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,16 @@ def enrol_host(directory: Path | str, *, sm_url: str, ca_bundle: Path, owner: Ow
     body: dict[str, Any] = {"host_id": host_id_token,
                             "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
                             "premises": premises or [], "gpu_count": facts.gpu_count}
-    response = requests.post(sm_url.rstrip("/") + "/v1/hosts", json=body, timeout=30,
-                             cert=(str(owner.certificate), str(owner.key)), verify=str(ca_bundle))
-    if response.status_code != 201:
-        raise InputError(f"SM refused the host registration ({response.status_code}): {response.text[:300]}",
-                         check="host-registration")
-    answer = safejson.loads_object(response.content, what="SM answer to POST /v1/hosts")
+    try:
+        with MTLSClient(sm_url, ca_file=ca_bundle, cert_file=owner.certificate, key_file=owner.key) as sm:
+            answer = sm.request("POST", "/v1/hosts", json=body, expected=(201,))
+    except ServerRefused as exc:
+        raise InputError(f"SM refused the host registration ({exc.status}): {exc.message}",
+                         check="host-registration") from exc
+    except ClientError as exc:
+        raise InputError(f"host registration at the SM failed: {exc.args[0]}", check="sm-unreachable") from exc
+    if not isinstance(answer, dict):
+        raise InputError("SM answer to POST /v1/hosts is not a JSON object", check="host-registration")
     config = BMConfig(directory=directory, host_id=answer["host_id"], sm_url=sm_url, bind_ip=bind_ip, port=port,
                       registry=registry, **settings)
     config.ensure_private_dirs()

@@ -13,7 +13,7 @@ so cannot point BM at other bytes than the ones the digest pins. A reference tha
 
 Hosts pull over TLS with their host certificate from the Marketplace's read-only pull endpoint
 (``RegistryProcess(read_only=True, tls=...)``: client certificates must chain to the SM root).
-BM's own registry calls use ``requests`` with the host certificate; the Docker engine, which does
+BM's own registry calls use the core's ``MTLSClient`` with the host certificate; the Docker engine, which does
 the pull itself, finds the same identity in its per-registry directory
 (``/etc/docker/certs.d/HOST:PORT/``): BM links ``<host ID>.cert``/``.key`` there to its own
 ``tls/host.pem`` and ``tls/host.key`` (links, not copies: the host key stays in one file) and
@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-import requests
 
 from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.identity.ids import check_digest
 from bonseyes_py.pki.keys import write_public_file
+from bonseyes_py.web.client import ClientError, MTLSClient
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ MANIFEST_TYPES = ", ".join((
 ))
 MAX_REPOSITORIES = 10_000
 CATALOGUE_PAGE = 1000  # distribution's maximum page size
+# ``Link: </v2/_catalog?last=x&n=1000>; rel="next"`` (RFC 8288), as distribution paginates.
+_NEXT_LINK = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?')
 
 
 class ImageError(BonseyesError):
@@ -96,11 +100,8 @@ class ImageStore:
         self.timeout = timeout
         self._repositories: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.session = requests.Session()
+        self._registry_client: MTLSClient | None = None
         if self.identity is not None:
-            self.session.cert = (str(self.identity.certificate), str(self.identity.key))
-            self.session.verify = str(self.identity.ca_bundle)
-            self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the SM root
             self.configure_engine()
 
     def configure_engine(self) -> Path | None:
@@ -127,25 +128,35 @@ class ImageStore:
 
     # -- repository lookup ------------------------------------------------------------------------
 
+    def _registry(self) -> MTLSClient:
+        """The registry's client, made on first use: a missing host certificate fails a fetch (step 3
+        reports it), not the BM's start."""
+        with self._lock:
+            if self._registry_client is None:
+                identity = self.identity
+                self._registry_client = MTLSClient(
+                    self.registry_url, ca_file=identity.ca_bundle if identity else None,
+                    cert_file=identity.certificate if identity else None, key_file=identity.key if identity else None,
+                    timeout=self.timeout, allow_http=self.registry_url.startswith("http://"))
+            return self._registry_client
+
     def _has_manifest(self, repository: str, digest: str) -> bool:
-        response = self.session.head(f"{self.registry_url}/v2/{repository}/manifests/{digest}",
-                                     headers={"Accept": MANIFEST_TYPES}, timeout=self.timeout)
-        return response.status_code == 200 and response.headers.get("Docker-Content-Digest") == digest
+        answer = self._registry().raw("HEAD", f"/v2/{repository}/manifests/{digest}",
+                                      headers={"Accept": MANIFEST_TYPES}, expected=None)
+        return answer.status == 200 and answer.headers.get("Docker-Content-Digest") == digest
 
     def _catalogue(self) -> list[str]:
         """Every repository name, following the registry's pagination (``Link: <...>; rel="next"``)."""
         repositories: list[str] = []
-        url: str | None = f"{self.registry_url}/v2/_catalog?n={CATALOGUE_PAGE}"
-        while url and len(repositories) < MAX_REPOSITORIES:
-            response = self.session.get(url, timeout=self.timeout)
-            response.raise_for_status()
-            page = safejson.loads_object(response.content, what="registry catalogue page")
+        path: str | None = f"/v2/_catalog?n={CATALOGUE_PAGE}"
+        while path and len(repositories) < MAX_REPOSITORIES:
+            answer = self._registry().raw("GET", path)
+            page = safejson.loads_object(answer.body, what="registry catalogue page")
             listed = page.get("repositories") or []
             if not isinstance(listed, list):
                 raise InputError("registry catalogue page: repositories is not a list", check="json")
             repositories += [str(r) for r in listed]
-            following = response.links.get("next", {}).get("url")
-            url = f"{self.registry_url}{following}" if following and following.startswith("/") else following
+            path = _next_page(answer.headers.get("Link", ""))
         return repositories
 
     def repository_of(self, digest: str) -> str:
@@ -162,7 +173,7 @@ class ImageStore:
                     with self._lock:
                         self._repositories[digest] = repository
                     return repository
-        except (requests.RequestException, ValueError, InputError) as exc:
+        except (ClientError, InputError) as exc:
             raise ImageError(f"registry {self.registry} did not answer: {exc}", check="registry") from exc
         raise ImageError(f"no repository of registry {self.registry} holds {digest}", check="image-not-found")
 
@@ -243,6 +254,15 @@ class ImageStore:
             except docker.errors.APIError as exc:
                 raise ImageError(f"could not remove {candidate}: {exc.explanation or exc}") from exc
         return removed
+
+
+def _next_page(link: str) -> str | None:
+    """The path and query of the ``rel="next"`` link; its host, if any, is ignored (same registry only)."""
+    match = _NEXT_LINK.search(link)
+    if match is None:
+        return None
+    parts = urlsplit(match.group(1))
+    return parts.path + (f"?{parts.query}" if parts.query else "") if parts.path.startswith("/v2/") else None
 
 
 def check_digest_list(value: object) -> list[str]:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from bonseyes_py import safejson
 from bonseyes_py.bm.config import BMConfig
 from bonseyes_py.errors import BonseyesError, CertificateError, InputError, LicenceError, PolicyDenied
+from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused, TLSFailure
 
 MAX_ANSWER_BYTES = 1024 * 1024
 
@@ -32,47 +30,37 @@ class SMRefused(BonseyesError):
         self.status = status
 
 
-class _SourceAddressAdapter(HTTPAdapter):
-    def __init__(self, source_ip: str, **kwargs: Any) -> None:
-        self.source_ip = source_ip
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.source_ip, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 class SMClient:
+    """The BM's one connection pool to the SM, kept alive between heartbeats and licence requests."""
+
     def __init__(self, config: BMConfig, *, timeout: float = 30.0) -> None:
         self.config = config
         self.base = config.sm_url.rstrip("/")
-        self.timeout = timeout
-        self.session = requests.Session()
-        self.session.mount("https://", _SourceAddressAdapter(config.bind_ip, pool_maxsize=16))
+        self.client = MTLSClient(self.base, ca_file=config.ca_bundle, cert_file=config.certificate,
+                                 key_file=config.key, timeout=timeout, max_response_bytes=MAX_ANSWER_BYTES,
+                                 source_address=config.bind_ip)
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The SM's answer: parsed JSON when it says it is JSON, else the bytes (the CRL's PEM).
+
+        The client's errors become the BM's own: TLS -> ``CertificateError``, a refusal -> ``SMRefused``
+        with the SM's check, no (or an oversized) answer -> ``SMUnavailable``, which the agent retries.
+        """
         try:
-            # verify= and cert= on every call: REQUESTS_CA_BUNDLE would override a Session default.
-            response = self.session.request(method, self.base + path, json=body, timeout=self.timeout,
-                                            cert=(str(self.config.certificate), str(self.config.key)),
-                                            verify=str(self.config.ca_bundle))
-        except requests.exceptions.SSLError as exc:
-            raise CertificateError(f"TLS with the SM at {self.base} failed: {exc}", check="tls") from exc
-        except requests.RequestException as exc:
-            raise SMUnavailable(f"SM at {self.base} did not answer {method} {path}: {exc}") from exc
-        if len(response.content) > MAX_ANSWER_BYTES:
-            raise SMUnavailable(f"SM answer to {path} exceeds {MAX_ANSWER_BYTES} bytes")
-        if response.status_code >= 400:
-            try:
-                error = safejson.loads_object(response.content, what=f"SM error answer to {path}")
-                check, message = str(error.get("error", "http")), str(error.get("message", ""))
-            except InputError:
-                check, message = "http", response.text[:200]
-            raise SMRefused(f"SM refused {method} {path} ({response.status_code}): {message}", check=check,
-                            status=response.status_code)
-        if response.headers.get("Content-Type", "").startswith("application/json"):
-            return safejson.loads(response.content, what=f"SM answer to {method} {path}")
-        return response.content
+            answer = self.client.raw(method, path, json=body, expected=range(200, 300))
+            if answer.headers.get("Content-Type", "").startswith("application/json"):
+                return safejson.loads(answer.body, what=f"SM answer to {method} {path}", max_bytes=MAX_ANSWER_BYTES)
+            return answer.body
+        except TLSFailure as exc:
+            raise CertificateError(f"TLS with the SM at {self.base} failed: {exc.args[0]}", check="tls") from exc
+        except ServerRefused as exc:
+            raise SMRefused(f"SM refused {method} {path} ({exc.status}): {exc.message}", check=exc.error or "http",
+                            status=exc.status) from exc
+        except ClientError as exc:
+            raise SMUnavailable(f"SM at {self.base} did not answer {method} {path}: {exc.args[0]}") from exc
+
+    def close(self) -> None:
+        self.client.close()
 
     def heartbeat(self) -> dict[str, Any]:
         """Step 2: show up with the host identity; the SM marks the host available at this address."""

@@ -17,15 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from bonseyes_py import safejson
 from bonseyes_py.cli import arguments
 from bonseyes_py.cli.common import print_json, read_passphrase
 from bonseyes_py.errors import BonseyesError, InputError
 from bonseyes_py.pki.certs import chain_pem
 from bonseyes_py.pki.keys import write_private_key
 from bonseyes_py.pki.pkcs12 import import_pkcs12
+from bonseyes_py.web.client import BadResponse, ClientError, MTLSClient, ServerRefused
 
 
 class PipelineError(BonseyesError):
@@ -53,29 +51,27 @@ def user_identity(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 
 class SMSession:
+    """The user's connection pool to the SM for one command: the status polls reuse one connection."""
+
     def __init__(self, url: str, cert: str, key: str, ca: str) -> None:
         self.url = url.rstrip("/")
-        self.cert = (cert, key)
-        self.ca = ca
-        self.session = requests.Session()
+        try:
+            self.client = MTLSClient(self.url, ca_file=ca, cert_file=cert, key_file=key, timeout=600,
+                                     max_response_bytes=MAX_ANSWER_BYTES)
+        except ClientError as exc:
+            raise PipelineError(exc.args[0], check="tls") from exc
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 600) -> Any:
         try:
-            response = self.session.request(method, self.url + path, json=body, cert=self.cert, verify=self.ca,
-                                            timeout=timeout)
-        except requests.RequestException as exc:
-            raise PipelineError(f"SM at {self.url} did not answer: {exc}", check="sm-unreachable") from exc
-        try:
-            answer = safejson.loads(response.content, what=f"answer of the SM to {method} {path}",
-                                    max_bytes=MAX_ANSWER_BYTES)
-        except InputError as exc:
-            if response.status_code < 400:
-                raise PipelineError(str(exc.args[0]), check="sm-answer") from exc
-            answer = {"error": "http", "message": response.text[:200]}
+            answer = self.client.request(method, path, json=body, timeout=timeout, expected=range(200, 300))
+        except ServerRefused as exc:
+            raise PipelineError(exc.message, check=exc.error or "http") from exc
+        except BadResponse as exc:
+            raise PipelineError(exc.args[0], check="sm-answer") from exc
+        except ClientError as exc:
+            raise PipelineError(f"SM at {self.url} did not answer: {exc.args[0]}", check="sm-unreachable") from exc
         if not isinstance(answer, dict):
             raise PipelineError(f"answer of the SM to {method} {path} is not a JSON object", check="sm-answer")
-        if response.status_code >= 400:
-            raise PipelineError(str(answer.get("message", "")), check=str(answer.get("error", "http")))
         return answer
 
 

@@ -95,14 +95,13 @@ class SMTrust:
         with self._lock:
             if self._store is not None and now - self._fetched < CRL_REFRESH_SECONDS:
                 return self._store
-            crls = list(self._store.crls) if self._store is not None else []
+            if self._store is None:
+                # One store for the MP's life: its memo of verified chains lasts; a refresh replaces only the CRLs.
+                self._store = TrustStore(root=self.root, intermediates=self.intermediates)
             try:
-                response = self.signer.request("GET", "/v1/crl")
-                if response.status_code == 200:
-                    crls = [load_crl(response.content)]
+                self._store.replace_crls([load_crl(self.signer.crl_pem())])
             except BonseyesError as exc:
                 log.warning("CRL refresh failed, keeping the previous one: %s", exc)
-            self._store = TrustStore(root=self.root, intermediates=self.intermediates, crls=crls)
             self._fetched = now
             return self._store
 

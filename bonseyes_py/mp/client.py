@@ -16,24 +16,34 @@ import json
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from requests.adapters import HTTPAdapter
 
 from bonseyes_py import safejson
 from bonseyes_py.errors import BonseyesError
 from bonseyes_py.pki.roles import Role, identity_of
+from bonseyes_py.web.client import (
+    ClientError,
+    MTLSClient,
+    Response,
+    ServerRefused,
+    TLSFailure,
+    Unreachable,
+    iter_lines,
+)
+from bonseyes_py.web.tls import new_client_ssl_context
 
 Progress = Callable[[str, dict[str, Any]], None]
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a catalogue listing may be long
+MAX_EVENT_BYTES = 1024 * 1024  # one NDJSON progress event
 
 
 class MarketplaceRefusal(BonseyesError):
@@ -46,29 +56,19 @@ class MarketplaceRefusal(BonseyesError):
         self.status = status
 
 
-class _Pinned(HTTPAdapter):
-    def __init__(self, fingerprint: str) -> None:
-        self.fingerprint = fingerprint
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_hostname"] = False
-        kwargs["assert_fingerprint"] = self.fingerprint
-        super().init_poolmanager(*args, **kwargs)
+def _context(cert: str, key: str, sm_root: str) -> ssl.SSLContext:
+    # The role (below) and then the pinned fingerprint are the checks, not a host name.
+    return new_client_ssl_context(sm_root, certfile=cert, keyfile=key, check_hostname=False)
 
 
-def marketplace_fingerprint(url: str, cert: str, key: str, sm_root: str, timeout: float = 10.0) -> str:
+def marketplace_fingerprint(url: str, cert: str, key: str, sm_root: str, timeout: float = 10.0,
+                            context: ssl.SSLContext | None = None) -> str:
     """Handshake once; check the chain (SM root) and the role; return the leaf's SHA-256 fingerprint."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise MarketplaceRefusal(f"Marketplace URL must be https://HOST:PORT, not {url!r}", check="usage")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False  # the role below is the check, not a host name
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cafile=sm_root)
-    context.load_cert_chain(cert, key)
     try:
+        context = context or _context(cert, key, sm_root)
         with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw, \
                 context.wrap_socket(raw) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -84,7 +84,7 @@ def marketplace_fingerprint(url: str, cert: str, key: str, sm_root: str, timeout
 
 
 class _ProgressReader:
-    """A file object with a length (so requests sends Content-Length) that reports bytes sent."""
+    """A file object with a length (sent as Content-Length) that reports bytes sent."""
 
     def __init__(self, handle: BinaryIO, size: int, progress: Progress) -> None:
         self.handle, self.size, self.progress = handle, size, progress
@@ -104,45 +104,74 @@ class _ProgressReader:
         return chunk
 
 
+@contextmanager
+def _as_refusal(method: str, path: str) -> Iterator[None]:
+    """The client's errors as the one error the CLI and the tests catch, keeping the MP's check."""
+    try:
+        yield
+    except ServerRefused as exc:
+        if exc.error:
+            raise MarketplaceRefusal(exc.message, check=exc.error, status=exc.status) from exc
+        raise MarketplaceRefusal(f"HTTP {exc.status}: {exc.message}", check="http", status=exc.status) from exc
+    except (Unreachable, TLSFailure) as exc:
+        raise MarketplaceRefusal(f"{method} {path}: {exc.args[0]}", check="unreachable") from exc
+    except ClientError as exc:
+        raise MarketplaceRefusal(f"{method} {path}: {exc.args[0]}", check=exc.check) from exc
+
+
 class MarketplaceClient:
+    """The Marketplace's client: one kept-alive connection pool pinned to the certificate checked first."""
+
     def __init__(self, url: str, cert: str, key: str, sm_root: str, *, timeout: float = 3600.0) -> None:
         self.url = url.rstrip("/")
-        self.cert = (cert, key)
-        self.verify = sm_root
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.mount("https://", _Pinned(marketplace_fingerprint(self.url, cert, key, sm_root)))
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
         try:
-            return self.session.request(method, self.url + path, cert=self.cert, verify=self.verify, **kwargs)
-        except requests.RequestException as exc:
-            raise MarketplaceRefusal(f"{method} {path}: {exc}", check="unreachable") from exc
+            context = _context(cert, key, sm_root)
+        except (OSError, ssl.SSLError) as exc:
+            raise MarketplaceRefusal(f"cannot load the TLS files {cert}, {key}, {sm_root}: {exc}",
+                                     check="tls") from exc
+        fingerprint = marketplace_fingerprint(self.url, cert, key, sm_root, context=context)
+        self.client = MTLSClient(self.url, ca_file=sm_root, ssl_context=context, check_hostname=False,
+                                 assert_fingerprint=fingerprint, timeout=timeout, max_response_bytes=MAX_ANSWER_BYTES)
+
+    def request(self, method: str, path: str, *, json: Any = None, data: Any = None,
+                params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> Response:
+        """Any call, with its answer whatever the status (tests and ``_answer`` read it)."""
+        with _as_refusal(method, path):
+            return self.client.raw(method, path, json=json, body=data, params=params, headers=headers,
+                                   expected=None, timeout=timeout)
 
     @staticmethod
-    def _answer(response: requests.Response, expected: int) -> Any:
+    def _answer(response: Response, expected: int) -> Any:
         try:
-            body = safejson.loads(response.content, what="the Marketplace's answer", max_bytes=MAX_ANSWER_BYTES)
+            body = safejson.loads(response.body, what="the Marketplace's answer", max_bytes=MAX_ANSWER_BYTES)
         except BonseyesError:
             body = None
-        if response.status_code != expected:
+        if response.status != expected:
             if isinstance(body, dict) and "error" in body:
                 raise MarketplaceRefusal(str(body.get("message", "")), check=str(body["error"]),
-                                         status=response.status_code)
-            raise MarketplaceRefusal(f"HTTP {response.status_code}: {response.text[:200]}", check="http",
-                                     status=response.status_code)
+                                         status=response.status)
+            text = " ".join(response.body[:200].decode(errors="replace").split())
+            raise MarketplaceRefusal(f"HTTP {response.status}: {text}", check="http", status=response.status)
         return body
 
+    def _call(self, method: str, path: str, *, expected: int = 200, **options: Any) -> Any:
+        with _as_refusal(method, path):
+            return self.client.request(method, path, expected=(expected,), **options)
+
     def ping(self) -> dict[str, Any]:
-        return dict(self._answer(self.request("GET", "/v1/ping", timeout=30), 200))
+        return dict(self._call("GET", "/v1/ping", timeout=30))
 
     def list(self, owner: str | None = None) -> list[dict[str, Any]]:
         params = {"owner": owner} if owner else None
-        return list(self._answer(self.request("GET", "/v1/artefacts", params=params, timeout=60), 200)["artefacts"])
+        return list(self._call("GET", "/v1/artefacts", params=params, timeout=60)["artefacts"])
 
     def show(self, name: str) -> dict[str, Any]:
-        return dict(self._answer(self.request("GET", f"/v1/artefacts/{name}", timeout=60), 200))
+        return dict(self._call("GET", f"/v1/artefacts/{name}", timeout=60))
+
+    def close(self) -> None:
+        self.client.close()
 
     def register_archive(self, archive: Path | str, name: str, policies: dict[str, Any] | None = None,
                          progress: Progress | None = None) -> dict[str, Any]:
@@ -156,10 +185,13 @@ class MarketplaceClient:
         params = {"name": name}
         if policies is not None:
             params["policies"] = json.dumps(policies, separators=(",", ":"))
+        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         with path.open("rb") as handle:
             body: Any = _ProgressReader(handle, size, progress) if progress else handle
-            return self._register(progress, params=params, data=body,
-                                  headers={"Content-Type": "application/x-tar"})
+            if progress is None:
+                return dict(self._call("POST", "/v1/artefacts", expected=201, params=params, body=body,
+                                       headers=headers))
+            return self._register_streamed(progress, params, body, headers)
 
     def register_image(self, image: str, name: str, policies: dict[str, Any] | None = None,
                        progress: Progress | None = None, *, engine: docker.DockerClient | None = None
@@ -172,16 +204,14 @@ class MarketplaceClient:
             archive = save_image(image, Path(directory) / "image.tar", engine=engine, progress=progress)
             return self.register_archive(archive, name, policies, progress)
 
-    def _register(self, progress: Progress | None, **kwargs: Any) -> dict[str, Any]:
-        headers = dict(kwargs.pop("headers", {}))
-        if progress is None:
-            return dict(self._answer(self.request("POST", "/v1/artefacts", headers=headers, **kwargs), 201))
-        headers["Accept"] = "application/x-ndjson"
-        response = self.request("POST", "/v1/artefacts", headers=headers, stream=True, **kwargs)
-        with response:
-            if response.status_code != 200:
-                self._answer(response, 201)
-            for event in _events(response.iter_lines()):
+    def _register_streamed(self, progress: Progress, params: dict[str, str], body: Any,
+                           headers: dict[str, str]) -> dict[str, Any]:
+        """The registration with ``Accept: application/x-ndjson``: progress events, then the outcome."""
+        with _as_refusal("POST", "/v1/artefacts"), \
+                self.client.stream("POST", "/v1/artefacts", params=params, body=body,
+                                   headers={**headers, "Accept": "application/x-ndjson"}) as response:
+            for event in _events(iter_lines(response, max_line_bytes=MAX_EVENT_BYTES,
+                                            url=self.client.url("/v1/artefacts"))):
                 if event.get("event") == "progress":
                     progress(str(event.get("stage")), dict(event.get("detail") or {}))
                 elif event.get("event") == "result":

@@ -12,12 +12,10 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from bonseyes_py import safejson
 from bonseyes_py.errors import InputError
 from bonseyes_py.mp.config import CONFIG_NAME, MPConfig
 from bonseyes_py.mp.registry import RegistryProcess
@@ -25,6 +23,7 @@ from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.certs import certificate_pem, chain_pem, load_certificate, load_certificate_chain
 from bonseyes_py.pki.keys import generate_private_key, signature_hash, write_private_key, write_public_file
 from bonseyes_py.pki.roles import Role, check_name
+from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused
 from bonseyes_py.web.server import ServerSettings, WSGIServer
 
 
@@ -38,15 +37,16 @@ def _csr(key: Any, name: str) -> str:
 def _enrol_with_sm(sm_url: str, name: str, csr: str, admin_certificate: Path, admin_key: Path,
                    sm_root: Path) -> tuple[x509.Certificate, list[x509.Certificate]]:
     try:
-        response = requests.post(f"{sm_url.rstrip('/')}/v1/services",
-                                 json={"role": Role.MARKETPLACE.value, "name": name, "csr": csr},
-                                 cert=(str(admin_certificate), str(admin_key)), verify=str(sm_root), timeout=30)
-    except requests.RequestException as exc:
-        raise InputError(f"SM at {sm_url} unreachable: {exc}", check="sm-unreachable") from exc
-    if response.status_code != 201:
-        raise InputError(f"SM refused to enrol marketplace {name}: {response.status_code} {response.text[:300]}",
-                         check="enrol")
-    body = safejson.loads_object(response.content, what="SM answer to POST /v1/services")
+        with MTLSClient(sm_url, ca_file=sm_root, cert_file=admin_certificate, key_file=admin_key) as sm:
+            body = sm.request("POST", "/v1/services", json={"role": Role.MARKETPLACE.value, "name": name, "csr": csr},
+                              expected=(201,))
+    except ServerRefused as exc:
+        raise InputError(f"SM refused to enrol marketplace {name}: {exc.status} {exc.message}", check="enrol") from exc
+    except ClientError as exc:
+        raise InputError(f"SM at {sm_url} unreachable: {exc.args[0]}", check="sm-unreachable") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("chain"), str) or not isinstance(
+            body.get("certificate"), str):
+        raise InputError("SM answer to POST /v1/services carries no certificate and chain", check="enrol")
     chain = [c for c in load_certificate_chain(body["chain"].encode()) if c.subject != c.issuer]
     return load_certificate(body["certificate"].encode()), chain
 

@@ -7,23 +7,26 @@ one asks a running SM, authenticated with the marketplace certificate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-import requests
 from cryptography import x509
 
-from bonseyes_py import safejson
-from bonseyes_py.errors import BonseyesError, InputError
+from bonseyes_py.errors import BonseyesError
 from bonseyes_py.identity import ids
 from bonseyes_py.licences import LicenceIssuer
 from bonseyes_py.mp.errors import RegistrationError
 from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.certs import load_certificate_chain
 from bonseyes_py.pki.verify import TrustStore
+from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused
 
 # How many (artefact name, owner) pairs an HTTPS signer remembers between the phases of registrations.
 _OWNERS_KEPT = 4096
+# A signed ID or the CA chain: a few KiB.
+MAX_SM_ANSWER_BYTES = 64 * 1024
 
 
 class ArtefactSigner(Protocol):
@@ -70,45 +73,34 @@ class HttpsArtefactSigner:
     reserved itself and only for their owner, so the last two name the owner the first one was
     signed for (remembered per name). Each returned token is verified against the SM root
     the MP was configured with, so a misbehaving endpoint cannot make the MP bake an unsigned ID
-    into an image. ``cert=`` and ``verify=`` go with every request because ``REQUESTS_CA_BUNDLE``
-    in the environment would override a session's ``verify``.
+    into an image. Calls go through the core's ``MTLSClient`` (one kept-alive pool, answers capped
+    at 64 KiB); its errors become ``RegistrationError`` in ``_signing_errors``.
     """
 
     def __init__(self, sm_url: str, *, client_certificate: Path | str, client_key: Path | str, sm_root: Path | str,
                  timeout: float = 30.0) -> None:
         self.sm_url = sm_url.rstrip("/")
-        self.session = requests.Session()
-        self.cert = (str(client_certificate), str(client_key))
-        self.verify = str(sm_root)
-        self.timeout = timeout
+        self.client = MTLSClient(self.sm_url, ca_file=sm_root, cert_file=client_certificate, key_file=client_key,
+                                 timeout=timeout, max_response_bytes=MAX_SM_ANSWER_BYTES)
         self._root = load_certificate_chain(Path(sm_root).read_bytes())[0]
         self._chain: list[x509.Certificate] | None = None
+        self._trust_store: TrustStore | None = None
         # {artefact name: owner} of the artefact IDs this signer had signed (the owner later requests name).
         self._owners: dict[str, str] = {}
 
-    def request(self, method: str, path: str, body: dict[str, str] | None = None, *,
-                params: dict[str, str] | None = None) -> requests.Response:
-        try:
-            return self.session.request(method, f"{self.sm_url}{path}", json=body, params=params, cert=self.cert,
-                                        verify=self.verify, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise RegistrationError(f"SM at {self.sm_url} unreachable: {exc}", check="signing") from exc
-
     def _post(self, path: str, body: dict[str, str], field: str) -> str:
-        response = self.request("POST", path, body)
-        if response.status_code != 201:
-            raise _refusal(path, response)
-        try:
-            answer = safejson.loads_object(response.content, what=f"SM reply to {path}", max_bytes=64 * 1024)
-        except InputError as exc:
-            raise RegistrationError(str(exc.args[0]), check="signing") from exc
-        token = answer.get(field)
+        with _signing_errors(path):
+            answer = self.client.request("POST", path, json=body, expected=(201,))
+        token = answer.get(field) if isinstance(answer, dict) else None
         if not isinstance(token, str):
             raise RegistrationError(f"SM reply to {path} carries no {field}", check="signing")
         return token
 
     def _trust(self) -> TrustStore:
-        return TrustStore(root=self._root, intermediates=self.sm_certificates()[1:])
+        # One store per client, so the SM signer's chain is verified once, not on every registration.
+        if self._trust_store is None:
+            self._trust_store = TrustStore(root=self._root, intermediates=self.sm_certificates()[1:])
+        return self._trust_store
 
     def sign_artefact_id(self, name: str, owner: str) -> str:
         token = self._post("/v1/artefact-ids", {"name": name, "owner": owner}, "token")
@@ -143,17 +135,21 @@ class HttpsArtefactSigner:
 
     def release_artefact_id(self, name: str, owner: str | None = None) -> None:
         """Drop the SM's reservation (and image ID) of a registration that failed; absent is fine."""
-        response = self.request("DELETE", f"/v1/artefact-ids/{name}", params={"owner": self._owner_of(name, owner)})
-        if response.status_code not in (200, 404):
-            raise _refusal(f"/v1/artefact-ids/{name}", response)
+        path = f"/v1/artefact-ids/{name}"
+        with _signing_errors(path):
+            self.client.raw("DELETE", path, params={"owner": self._owner_of(name, owner)}, expected=(200, 404))
         self._owners.pop(name, None)
+
+    def crl_pem(self) -> bytes:
+        """The SM's current CRL (PEM), for the MP's trust store; ``RegistrationError`` if the SM does not give it."""
+        with _signing_errors("/v1/crl"):
+            return self.client.raw("GET", "/v1/crl").body
 
     def sm_certificates(self) -> list[x509.Certificate]:
         if self._chain is None:
-            response = self.request("GET", "/v1/ca/chain")
-            if response.status_code != 200:
-                raise _refusal("/v1/ca/chain", response)
-            certificates = load_certificate_chain(response.content)
+            with _signing_errors("/v1/ca/chain"):
+                chain = self.client.raw("GET", "/v1/ca/chain").body
+            certificates = load_certificate_chain(chain)
             intermediates = [c for c in certificates if c.subject != c.issuer]
             if not intermediates:
                 raise RegistrationError("the SM chain holds no intermediate", check="signing")
@@ -161,13 +157,14 @@ class HttpsArtefactSigner:
         return self._chain
 
 
-def _refusal(path: str, response: requests.Response) -> RegistrationError:
-    """The SM's refusal as a registration error that keeps the SM's check (``name-taken``, ``revoked``...)."""
+@contextmanager
+def _signing_errors(path: str) -> Iterator[None]:
+    """The client's errors as registration errors; a refusal keeps the SM's check when the MP acts on it
+    (``name-taken``, ``artefact-exists``, ``revoked``, ``not-found``)."""
     try:
-        body = safejson.loads_object(response.content, what=f"SM refusal of {path}", max_bytes=64 * 1024)
-        check, message = str(body["error"]), str(body.get("message", ""))
-    except (InputError, KeyError):
-        check, message = "signing", response.text[:200]
-    if check not in ("name-taken", "artefact-exists", "revoked", "not-found"):
-        check = "signing"
-    return RegistrationError(f"SM refused {path} ({response.status_code}): {message}", check=check)
+        yield
+    except ServerRefused as exc:
+        check = exc.error if exc.error in ("name-taken", "artefact-exists", "revoked", "not-found") else "signing"
+        raise RegistrationError(f"SM refused {path} ({exc.status}): {exc.message}", check=check) from exc
+    except ClientError as exc:
+        raise RegistrationError(f"SM signing call failed: {exc.args[0]}", check="signing") from exc

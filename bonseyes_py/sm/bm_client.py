@@ -14,18 +14,19 @@ Wire format (the BM side implements it):
 
 from __future__ import annotations
 
-import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import urllib3
-
-from bonseyes_py import safejson
-from bonseyes_py.errors import BonseyesError, InputError
-from bonseyes_py.web.tls import client_ssl_context
+from bonseyes_py.errors import BonseyesError
+from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused
+from bonseyes_py.web.tls import new_client_ssl_context
 
 MAX_BM_RESPONSE_BYTES = 1024 * 1024
+# Kept-alive clients (one per BM endpoint) an SM worker holds; the least recently used is closed first.
+MAX_BM_CLIENTS = 256
 
 
 class BonseyesModuleError(BonseyesError):
@@ -52,47 +53,76 @@ class BonseyesModuleClient(Protocol):
         ...
 
 
+class BMConnections:
+    """One ``MTLSClient`` per BM endpoint, all with the SM's identity and one TLS context.
+
+    A BM is reached by IP, but its certificate names the host ID (issued at host registration as a
+    DNS SAN), so each client checks that name (``assert_hostname``) and a BM cannot be impersonated
+    by another host. Clients are kept so that the calls of a pipeline to one BM reuse its connection.
+    """
+
+    def __init__(self, certfile: Path | str, keyfile: Path | str, ca_file: Path | str, *, timeout: float,
+                 max_response_bytes: int = MAX_BM_RESPONSE_BYTES) -> None:
+        # A context of its own: urllib3 turns check_hostname off on contexts used with assert_hostname
+        # (it then matches the name itself), which must not leak into a context shared with other code.
+        self.context = new_client_ssl_context(str(ca_file), certfile=str(certfile), keyfile=str(keyfile))
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self._clients: OrderedDict[BonseyesModuleEndpoint, MTLSClient] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def client(self, endpoint: BonseyesModuleEndpoint) -> MTLSClient:
+        with self._lock:
+            client = self._clients.get(endpoint)
+            if client is not None:
+                self._clients.move_to_end(endpoint)
+                return client
+            client = MTLSClient(f"https://{endpoint.ip}:{endpoint.port}", ca_file=None, ssl_context=self.context,
+                                assert_hostname=endpoint.host_id, timeout=self.timeout,
+                                max_response_bytes=self.max_response_bytes)
+            self._clients[endpoint] = client
+            if len(self._clients) > MAX_BM_CLIENTS:
+                _, oldest = self._clients.popitem(last=False)
+                oldest.close()
+            return client
+
+    def post(self, endpoint: BonseyesModuleEndpoint, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to a BM and return its JSON object; every failure is one ``BonseyesModuleError``.
+
+        A refusal keeps the BM's own check (``error`` of its answer), so the SM can report it.
+        """
+        try:
+            answer = self.client(endpoint).request("POST", path, json=body, expected=range(200, 300))
+        except ServerRefused as exc:
+            raise BonseyesModuleError(f"BM of host {endpoint.host_id} refused {path} ({exc.status}"
+                                      f"{' ' + exc.error if exc.error else ''}): {exc.message}",
+                                      check=exc.error or "bm-refused") from exc
+        except ClientError as exc:
+            raise BonseyesModuleError(f"BM of host {endpoint.host_id} did not answer {path}: {exc.args[0]}") from exc
+        if not isinstance(answer, dict):
+            raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent a non-object answer to {path}")
+        return answer
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
 class HttpsBonseyesModuleClient:
-    """mTLS client of BMs; the TLS client context is built once and shared by all connections."""
+    """Step 3 calls to BMs over mutual TLS, pinned to each host's certificate name (``BMConnections``)."""
 
     def __init__(self, certfile: Path | str, keyfile: Path | str, ca_file: Path | str,
                  timeout_seconds: float = 10.0) -> None:
-        self.context = client_ssl_context(str(certfile), str(keyfile), str(ca_file), True)
-        self.timeout = urllib3.Timeout(connect=min(timeout_seconds, 5.0), read=timeout_seconds)
-
-    def _post(self, endpoint: BonseyesModuleEndpoint, path: str, body: dict[str, object]) -> dict[str, object]:
-        url = f"https://{endpoint.ip}:{endpoint.port}{path}"
-        pool = urllib3.HTTPSConnectionPool(endpoint.ip, endpoint.port, ssl_context=self.context,
-                                           assert_hostname=endpoint.host_id, timeout=self.timeout, retries=False)
-        try:
-            response = pool.request("POST", path, body=json.dumps(body).encode(),
-                                    headers={"Content-Type": "application/json"}, preload_content=False)
-            raw = response.read(MAX_BM_RESPONSE_BYTES + 1)
-            response.release_conn()
-        except urllib3.exceptions.HTTPError as exc:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} at {url} did not answer: {exc}") from exc
-        finally:
-            pool.close()
-        if len(raw) > MAX_BM_RESPONSE_BYTES:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent more than {MAX_BM_RESPONSE_BYTES} bytes")
-        if response.status != 200:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} answered {response.status} to {path}: "
-                                      f"{raw[:200].decode(errors='replace')}")
-        try:
-            answer = safejson.loads(raw, what=f"answer of the BM of host {endpoint.host_id}",
-                                    max_bytes=MAX_BM_RESPONSE_BYTES)
-        except InputError as exc:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent invalid JSON: {exc.args[0]}") from exc
-        if not isinstance(answer, dict):
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} sent a non-object answer")
-        return answer
+        self.connections = BMConnections(certfile, keyfile, ca_file, timeout=timeout_seconds)
 
     def fetch_images(self, endpoint: BonseyesModuleEndpoint, digests: list[str]) -> dict[str, str]:
-        answer = self._post(endpoint, "/v1/images/fetch", {"digests": digests})
+        answer = self.connections.post(endpoint, "/v1/images/fetch", {"digests": digests})
         reported = answer.get("digests")
         if not isinstance(reported, dict) or not all(isinstance(v, str) for v in reported.values()):
             raise BonseyesModuleError(f"BM of host {endpoint.host_id} did not report digests as an object")
         return {str(k): str(v) for k, v in reported.items()}
 
     def remove_images(self, endpoint: BonseyesModuleEndpoint, digests: list[str]) -> None:
-        self._post(endpoint, "/v1/images/remove", {"digests": digests})
+        self.connections.post(endpoint, "/v1/images/remove", {"digests": digests})

@@ -35,22 +35,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-import urllib3
 from flask import Flask, Response, jsonify
 from sqlalchemy import Table, delete, insert, select, update
 
 from bonseyes_py import safejson
-from bonseyes_py.errors import BonseyesError, InputError
+from bonseyes_py.errors import BonseyesError
 from bonseyes_py.pki.roles import Identity, Role
 from bonseyes_py.sm import audit
-from bonseyes_py.sm.bm_client import BonseyesModuleEndpoint, BonseyesModuleError
+from bonseyes_py.sm.bm_client import BMConnections, BonseyesModuleEndpoint
 from bonseyes_py.sm.core import found
 from bonseyes_py.sm.models import Host, Licence, Pipeline, PipelineRuntimeRecord, PipelineStage
 from bonseyes_py.sm.pipelines import TERMINAL_STATUSES, caller_pipeline
 from bonseyes_py.sm.service import SecurityManager
 from bonseyes_py.web.errors import ConflictError
 from bonseyes_py.web.flaskapp import Authenticator, json_body
-from bonseyes_py.web.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -73,29 +71,10 @@ class BMRuntimeClient:
 
     def __init__(self, sm: SecurityManager, timeout: float = START_TIMEOUT_SECONDS) -> None:
         config = sm.config
-        self.context = client_ssl_context(str(config.tls_certificate), str(config.tls_key), str(config.ca_bundle),
-                                          True)
-        self.timeout = urllib3.Timeout(connect=5.0, read=timeout)
+        self.connections = BMConnections(config.tls_certificate, config.tls_key, config.ca_bundle, timeout=timeout)
 
     def post(self, endpoint: BonseyesModuleEndpoint, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        pool = urllib3.HTTPSConnectionPool(endpoint.ip, endpoint.port, ssl_context=self.context,
-                                           assert_hostname=endpoint.host_id, timeout=self.timeout, retries=False)
-        try:
-            response = pool.request("POST", path, body=json.dumps(body).encode(),
-                                    headers={"Content-Type": "application/json"})
-        except urllib3.exceptions.HTTPError as exc:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} did not answer {path}: {exc}") from exc
-        finally:
-            pool.close()
-        try:
-            answer = safejson.loads(response.data, what=f"answer of the BM of host {endpoint.host_id}")
-        except InputError:
-            answer = {}
-        if response.status >= 400:
-            raise BonseyesModuleError(f"BM of host {endpoint.host_id} refused {path} ({response.status} "
-                                      f"{answer.get('error', '')}): {answer.get('message', '')}",
-                                      check=str(answer.get("error") or "bm-refused"))
-        return answer if isinstance(answer, dict) else {}
+        return self.connections.post(endpoint, path, body)
 
 
 class PipelineRuntime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bonseyes_py.web.errors import ConflictError, NotFoundError, error_response, http_status_of
 from bonseyes_py.web.server import ServerSettings, WSGIServer, serve_wsgi
-from bonseyes_py.web.tls import PeerMiddleware, client_ssl_context, server_ssl_context
+from bonseyes_py.web.tls import PeerMiddleware, server_ssl_context
 
 __all__ = [
     "ConflictError",
@@ -17,7 +17,6 @@ __all__ = [
     "PeerMiddleware",
     "ServerSettings",
     "WSGIServer",
-    "client_ssl_context",
     "error_response",
     "http_status_of",
     "serve_wsgi",

@@ -54,17 +54,18 @@ def server_ssl_context(certfile: str | Path, keyfile: str | Path, ca_file: str |
         return context
 
 
-@functools.lru_cache(maxsize=64)
-def client_ssl_context(certfile: str, keyfile: str, ca_file: str,
-                       check_hostname: bool = True) -> ssl.SSLContext:
-    """A client context presenting ``certfile`` and trusting only ``ca_file``, built once per process.
+def new_client_ssl_context(ca_file: str, *, certfile: str | None = None, keyfile: str | None = None,
+                           password: bytes | None = None, check_hostname: bool = True) -> ssl.SSLContext:
+    """A new client context trusting only ``ca_file`` and presenting ``certfile`` if given.
 
-    urllib3 otherwise builds a new client context for every new connection.
+    Not cached, so a key passphrase is never kept as a cache key; ``MTLSClient`` builds one per client
+    object and reuses it for every connection of that client.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _harden(context)
     context.load_verify_locations(cafile=ca_file)
-    context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    if certfile:
+        context.load_cert_chain(certfile=certfile, keyfile=keyfile, password=password)
     context.check_hostname = check_hostname
     context.verify_mode = ssl.CERT_REQUIRED
     return context

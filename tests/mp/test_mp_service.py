@@ -141,12 +141,12 @@ def test_refusals_leave_nothing_behind(server: MPServer, people: dict[str, Perso
     refused(error, 0, "image-not-found")
     for image in ("/etc/passwd", shell_image):  # the service registers no image (nor file) by name
         response = alice.request("POST", "/v1/artefacts", json={"name": "a-path", "image": image})
-        assert (response.status_code, response.json()["error"]) == (415, "content-type")
+        assert (response.status, response.json()["error"]) == (415, "content-type")
     with pytest.raises(MarketplaceRefusal) as error:
         alice.register_image(shell_image, "bad-policies", policies=["not", "an", "object"])  # type: ignore[arg-type]
     refused(error, 400, "policies")
     response = alice.request("POST", "/v1/artefacts", data=b"x", headers={"Content-Type": "text/plain"})
-    assert (response.status_code, response.json()["error"]) == (415, "content-type")
+    assert (response.status, response.json()["error"]) == (415, "content-type")
     with pytest.raises(MarketplaceRefusal) as error:
         alice.show("no-such-artefact")
     refused(error, 404, "not-found")
@@ -180,7 +180,7 @@ def test_oversized_upload_and_registry_down_mid_push(small_server: tuple[MPServe
 
     response = alice.request("POST", "/v1/artefacts", params={"name": "too-big"},
                              data=os.urandom(2 * SMALL_UPLOAD_LIMIT), headers={"Content-Type": "application/x-tar"})
-    assert (response.status_code, response.json()["error"]) == (413, "upload-too-large")
+    assert (response.status, response.json()["error"]) == (413, "upload-too-large")
     big = tmp_path / "big.tar"
     big.write_bytes(b"\0" * (SMALL_UPLOAD_LIMIT + 1))
     with pytest.raises(MarketplaceRefusal) as error:  # the client checks the advertised limit first

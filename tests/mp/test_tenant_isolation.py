@@ -235,7 +235,7 @@ def test_an_image_on_the_engine_is_not_registrable_by_name(server: MPServer, peo
     # The NDJSON form of the same request is refused the same way, before any stream starts.
     response = client.request("POST", "/v1/artefacts", json={"name": "alices-by-name", "image": BOBS_SOURCE},
                               headers={"Accept": "application/x-ndjson"})
-    assert (response.status_code, response.json()["error"]) == (415, "content-type")
+    assert (response.status, response.json()["error"]) == (415, "content-type")
 
 
 def test_a_config_named_by_another_artefacts_digest_is_refused(server: MPServer, people: dict[str, Person],
