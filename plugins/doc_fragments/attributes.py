@@ -26,6 +26,13 @@ attributes:
     description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
 """
 
+    FILES = r"""
+options: {}
+attributes:
+  safe_file_operations:
+    description: Uses Ansible's strict file operation functions to ensure proper permissions and avoid data corruption.
+"""
+
     INFO_MODULE = r"""
 options: {}
 attributes:

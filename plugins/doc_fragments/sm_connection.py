@@ -27,10 +27,13 @@ options:
   client_key_passphrase:
     description:
       - Passphrase of O(client_key), if it is encrypted. Never logged.
+      - An encrypted key without it, or with a wrong one, fails the task (C(check=key-file)) naming O(client_key)
+        before the Security Manager is called.
     type: str
   ca_cert:
     description:
-      - Root certificate of the Security Manager's PKI, used to verify the server.
+      - Root certificate of the Security Manager's PKI, or its CA bundle (root, then intermediate), used to verify
+        the server. A file without a root certificate fails the task (C(check=ca-bundle)).
     type: path
     required: true
   validate_certs:

@@ -19,6 +19,10 @@ description:
     identity in O(client_cert), an admin or the Marketplace's.
   - An artefact already in the catalogue and at the SM is left alone; one in the catalogue but missing at the SM
     is only recorded there. A catalogue entry of another owner fails with C(check=artefact-owner).
+  - Drift follows the collection's one rule. An SM record that lacks the catalogue's image digest is converged
+    (the digest is added at the SM, C(POST /v1/artefacts/<id>/images)) and reported as a change (RV(image_added)).
+    What cannot change fails naming the field, an artefact revoked at the SM (C(check=revoked)), and a catalogue
+    entry with other O(policies) (C(check=artefact-drift)), since the catalogue keeps an artefact's policies.
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
@@ -110,13 +114,19 @@ recorded:
   returned: success
   type: bool
   sample: false
+image_added:
+  description: Whether the catalogue's image digest was added to the SM's record of the artefact (or would be, in
+    check mode).
+  returned: success
+  type: bool
+  sample: false
 """
 
 import os  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
 )
 
 if HAS_BONSEYES_PY:
@@ -129,7 +139,7 @@ if HAS_BONSEYES_PY:
     from bonseyes_py.pki.roles import Identity, Role
 
 
-class ArtefactModule(BonseyesModule):
+class ArtefactModule(BonseyesAnsibleModule):
     argument_spec = dict(
         name=dict(type="str", required=True),
         owner=dict(type="str", required=True),
@@ -150,14 +160,29 @@ class ArtefactModule(BonseyesModule):
         existing = catalogue.get(name) if catalogue is not None else None
         if existing is not None and existing.owner != owner:
             raise InputError(f"artefact {name} belongs to {existing.owner}, not {owner}", check="artefact-owner")
+        if existing is not None and existing.policies != self.params["policies"]:
+            raise InputError(f"artefact {name} is in the catalogue with policies {existing.policies}, not"
+                             f" {self.params['policies']}; the catalogue keeps an artefact's policies: set policies"
+                             " to what it holds, or register the image under a new name", check="artefact-drift")
         recorded = self.sm_call("GET", f"/v1/artefacts/{name}", missing_ok=True)
         if recorded is not None and recorded["owner"] != owner:
             raise InputError(f"artefact {name} is recorded at the SM for {recorded['owner']}, not {owner}",
                              check="artefact-owner")
+        if recorded is not None and recorded.get("revoked"):
+            raise InputError(f"artefact {name} is revoked at the SM; register the image under a new name",
+                             check="revoked")
         register, record = existing is None, recorded is None
+        add_image = (existing is not None and recorded is not None
+                     and existing.digest not in [image.get("digest") for image in recorded.get("images", [])])
         before = dict(catalogue="present" if existing else "absent", sm="present" if recorded else "absent")
-        if self.check_mode or not (register or record):
-            return self._result(register, record, existing, before)
+        if add_image:
+            before["sm"] = f"present without {existing.digest}"
+        if self.check_mode or not (register or record or add_image):
+            return self._result(register, record, existing, before, add_image)
+        if add_image:
+            self.sm_call("POST", f"/v1/artefacts/{name}/images", dict(digest=existing.digest, owner=owner),
+                         expect=(201,))
+            return self._result(False, False, existing, before, True)
         if register:
             ca = CertificateAuthority.load(self.params["ca_dir"])
             credentials = RegistryProcess(self.params["registry_dir"]).credentials()
@@ -175,12 +200,13 @@ class ArtefactModule(BonseyesModule):
                          expect=(201,))
         return self._result(register, record, existing, before)
 
-    def _result(self, register, record, artefact, before):
+    def _result(self, register, record, artefact, before, image_added=False):
         view = None
         if artefact is not None:
             shown = ("name", "owner", "digest", "reference", "policies", "size")
             view = {k: v for k, v in artefact.as_dict().items() if k in shown}
-        result = dict(changed=register or record, registered=register, recorded=record, artefact=view)
+        result = dict(changed=register or record or image_added, registered=register, recorded=record,
+                      image_added=image_added, artefact=view)
         if self.diff_mode:
             result["diff"] = dict(before=before, after=dict(catalogue="present", sm="present"))
         return result

@@ -16,7 +16,8 @@ description:
   - Creates the CA only when O(path) holds none. An existing CA is never regenerated or modified, whatever the
     options say; when its trust domain or key algorithm differ from O(trust_domain) or O(algorithm), the module
     fails instead, because every certificate and licence issued so far depends on it.
-  - Private keys are written with mode C(0600) under C(private/) (mode C(0700)), each atomically.
+  - Private keys are written with mode C(0600) under C(private/) (mode C(0700)), each atomically. An existing CA
+    whose key files group or others may read is refused (C(check=key-file)), naming the file.
   - A root key without O(root_passphrase) is written unencrypted; the module then warns, on this and every later
     run, until the key is encrypted or taken off the host (C(bonseyes ca move-root), see C(docs/pki-and-keys.md)).
   - This module never revokes. C(bonseyes ca revoke) writes a revocation to the CA's one store, the database of the
@@ -141,7 +142,8 @@ from pathlib import Path  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
+    check_private_key_file,
 )
 
 if HAS_BONSEYES_PY:
@@ -150,7 +152,7 @@ if HAS_BONSEYES_PY:
     from bonseyes_py.pki.keys import algorithm_of
 
 
-class CertificateAuthorityModule(BonseyesModule):
+class CertificateAuthorityModule(BonseyesAnsibleModule):
     argument_spec = dict(
         path=dict(type="path", required=True),
         trust_domain=dict(type="str", default="bonseyes.local"),
@@ -163,6 +165,8 @@ class CertificateAuthorityModule(BonseyesModule):
         paths = CAPaths(Path(self.params["path"]))
         wanted = dict(state="present", trust_domain=self.params["trust_domain"], algorithm=self.params["algorithm"])
         if paths.config.exists():
+            if paths.root_key.exists():  # the others are checked as the CA loads them
+                check_private_key_file(paths.root_key, "root key")
             authority = CertificateAuthority.load(paths.directory)
             actual = dict(state="present", trust_domain=authority.trust_domain,
                           algorithm=algorithm_of(authority.root.public_key()).value)

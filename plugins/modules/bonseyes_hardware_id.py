@@ -122,14 +122,14 @@ import os  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
 )
 
 if HAS_BONSEYES_PY:
     from bonseyes_py.identity.hardware import collect_hardware_facts, host_name_for
 
 
-class HardwareIdModule(BonseyesModule):
+class HardwareIdModule(BonseyesAnsibleModule):
     argument_spec = dict(sysroot=dict(type="path", default="/"))
     module_kwargs = dict(supports_check_mode=True)
 

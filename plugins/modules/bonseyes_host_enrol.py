@@ -20,14 +20,23 @@ description:
   - A host whose hardware changed since its certificate was issued asks the SM to register it under the old
     name; the SM refuses (C(check=hardware-changed)) and nothing on the host is touched. Set
     O(replace_identity=true) to register it as the new host it now is.
+  - O(premises) are the premises the host must serve; premises an admin added the host to at the SM are kept.
+  - O(owner), O(group), O(mode) and the SELinux options apply to O(certificate_path) (default mode C(0644)); a
+    difference is a change. With O(backup=true) a certificate that is replaced is kept as a timestamped copy.
+  - The identity in O(client_cert) and O(client_key) must be the host's owner; O(client_key) may be encrypted
+    (O(client_key_passphrase)).
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
   - bonseyes_py on the managed host's Python interpreter
 extends_documentation_fragment:
+  - ansible.builtin.files
   - bonseyes.vp.sm_connection
   - bonseyes.vp.attributes
+  - bonseyes.vp.attributes.files
 attributes:
+  safe_file_operations:
+    support: full
   check_mode:
     support: full
     details: Reads the SM's record of the host and registers nothing; a changed hardware fails as it would for real.
@@ -61,6 +70,11 @@ options:
   replace_identity:
     description:
       - Register a host whose hardware changed as the new host it now is and overwrite O(certificate_path).
+    type: bool
+    default: false
+  backup:
+    description:
+      - Keep a timestamped copy of O(certificate_path) before it is replaced.
     type: bool
     default: false
 seealso:
@@ -103,13 +117,19 @@ certificate_path:
   returned: success
   type: str
   sample: /var/lib/bonseyes/bm/tls/host.pem
+backup_file:
+  description: Copy of the certificate made before it was replaced.
+  returned: changed and if O(backup) is V(true)
+  type: str
+  sample: /var/lib/bonseyes/bm/tls/host.pem.2442.2026-12-03@19:30:00~
 """
 
 import os  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
+    load_ca_bundle,
 )
 
 if HAS_BONSEYES_PY:
@@ -118,12 +138,11 @@ if HAS_BONSEYES_PY:
     from bonseyes_py.identity.ids import sign_host_id
     from bonseyes_py.jose import Signer
     from bonseyes_py.pki.certs import load_certificate_chain, load_csr
-    from bonseyes_py.pki.keys import read_private_key
     from bonseyes_py.pki.roles import Role, check_name, identity_of
     from bonseyes_py.pki.verify import TrustStore, verify_certificate
 
 
-class HostEnrolModule(BonseyesModule):
+class HostEnrolModule(BonseyesAnsibleModule):
     argument_spec = dict(
         csr_path=dict(type="path", required=True),
         certificate_path=dict(type="path", required=True),
@@ -133,6 +152,7 @@ class HostEnrolModule(BonseyesModule):
     )
     module_kwargs = dict(supports_check_mode=True)
     sm_connection = True
+    file_module = True
 
     def run(self):
         for premise in self.params["premises"]:
@@ -142,9 +162,7 @@ class HostEnrolModule(BonseyesModule):
         with open(self.params["csr_path"], "rb") as handle:
             csr_pem = handle.read()
         csr = load_csr(csr_pem)
-        with open(self.params["ca_cert"], "rb") as handle:
-            bundle = load_certificate_chain(handle.read())
-        current_name = self._current_name(csr, bundle)
+        current_name = self._current_name(csr, *load_ca_bundle(self.params["ca_cert"], "ca_cert"))
         wanted = sorted(set(self.params["premises"]))
         before = dict(host=current_name or "absent", premises=[])
         register_as = None
@@ -166,11 +184,10 @@ class HostEnrolModule(BonseyesModule):
         if self.check_mode:
             return self._result(True, host_name, facts.hardware_id, wanted, before)
 
-        owner_chain_path, owner_key_path = self.params["client_cert"], self.params["client_key"]
-        with open(owner_chain_path, "rb") as handle:
+        with open(self.params["client_cert"], "rb") as handle:
             owner_chain = load_certificate_chain(handle.read())
         owner_uri = identity_of(owner_chain[0]).uri
-        token = sign_host_id(Signer(read_private_key(owner_key_path), owner_chain), owner_uri, facts.hardware_id)
+        token = sign_host_id(Signer(self.client_private_key, owner_chain), owner_uri, facts.hardware_id)
         body = dict(host_id=token, csr=csr_pem.decode("ascii"), premises=wanted, gpu_count=len(facts.gpus))
         if register_as is not None:
             body["name"] = register_as
@@ -181,10 +198,13 @@ class HostEnrolModule(BonseyesModule):
         directory = os.path.dirname(cert_path) or "."
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o700)
-        self.write_file_atomic(cert_path, answer["certificate"].encode() + intermediates, 0o644)
-        return self._result(True, answer["host_id"], answer["hardware_id"], answer["premises"], before)
+        backup_file = self.replace_file(cert_path, answer["certificate"].encode() + intermediates, 0o644)
+        result = self._result(True, answer["host_id"], answer["hardware_id"], answer["premises"], before)
+        if backup_file:
+            result["backup_file"] = backup_file
+        return result
 
-    def _current_name(self, csr, bundle):
+    def _current_name(self, csr, root, intermediates):
         """The host name of a usable certificate at certificate_path (for this key, valid under the CA), else None."""
         path = self.params["certificate_path"]
         if not os.path.exists(path):
@@ -194,8 +214,6 @@ class HostEnrolModule(BonseyesModule):
                 chain = load_certificate_chain(handle.read())
             if chain[0].public_key() != csr.public_key():
                 return None
-            root = next(c for c in bundle if c.issuer == c.subject)
-            intermediates = [c for c in bundle if c.issuer != c.subject]
             verify_certificate(chain[0], TrustStore(root=root, intermediates=intermediates), roles=[Role.HOST],
                                extra_intermediates=chain[1:])
             return identity_of(chain[0]).name
@@ -203,6 +221,7 @@ class HostEnrolModule(BonseyesModule):
             return None
 
     def _result(self, changed, host_id, hardware_id, premises, before):
+        changed = self.apply_file_attributes(self.params["certificate_path"], changed)
         result = dict(changed=changed, host_id=host_id, hardware_id=hardware_id, premises=sorted(premises),
                       certificate_path=self.params["certificate_path"])
         if self.diff_mode:

@@ -16,23 +16,43 @@ description:
   - An existing key is kept unless O(regenerate=always). The CSR is rewritten only when it is missing, does not
     match the key, or carries another O(common_name).
   - A key file readable by group or others is refused, not repaired, because such a key may already be exposed.
+  - With O(state=absent) the key and the CSR are removed (after a backup with O(backup=true)).
+  - O(owner), O(group) and the SELinux options apply to the key and the CSR; O(mode) applies to the key only and
+    may not give group or others any access (default C(0600)). The CSR keeps mode C(0644).
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
   - bonseyes_py on the managed host's Python interpreter
 extends_documentation_fragment:
+  - ansible.builtin.files
   - bonseyes.vp.attributes
+  - bonseyes.vp.attributes.files
 attributes:
   check_mode:
     support: full
-    details: Reports whether the key or the CSR would be written and writes nothing.
+    details: Reports whether the key or the CSR would be written, removed or have their attributes changed, and
+      changes nothing.
   diff_mode:
     support: full
     details: Shows the key's algorithm and public key fingerprint and the CSR's label; never key material.
   idempotent:
     support: partial
     details: Idempotent except with O(regenerate=always), which makes a new key on every run.
+  safe_file_operations:
+    support: full
 options:
+  state:
+    description:
+      - Whether the key and the CSR should exist. V(absent) removes both.
+    type: str
+    choices: [present, absent]
+    default: present
+  backup:
+    description:
+      - Keep a timestamped copy of the key and the CSR before they are replaced or removed, as
+        community.crypto's C(openssl_privatekey) does. The copy of the key keeps the key's mode.
+    type: bool
+    default: false
   path:
     description:
       - Path of the private key. Its directory is created (mode C(0700)) if missing.
@@ -83,12 +103,27 @@ EXAMPLES = r"""
     common_name: "{{ hardware.host_name }}"
   register: host_key
 
-- name: Rotate the host key
+- name: Rotate the host key, keeping a copy of the old one
   bonseyes.vp.bonseyes_host_key:
     path: /etc/bonseyes/host/host.key
     csr_path: /etc/bonseyes/host/host.csr
     common_name: "{{ hardware.host_name }}"
     regenerate: always
+    backup: true
+
+- name: Let the bonseyes service user own the key
+  bonseyes.vp.bonseyes_host_key:
+    path: /etc/bonseyes/host/host.key
+    csr_path: /etc/bonseyes/host/host.csr
+    owner: bonseyes
+    group: bonseyes
+    mode: "0600"
+
+- name: Remove the host key and CSR
+  bonseyes.vp.bonseyes_host_key:
+    path: /etc/bonseyes/host/host.key
+    csr_path: /etc/bonseyes/host/host.csr
+    state: absent
 """
 
 RETURN = r"""
@@ -103,37 +138,48 @@ csr_path:
   type: str
   sample: /etc/bonseyes/host/host.csr
 csr:
-  description: The CSR in PEM. Null in check mode when the CSR would be written.
+  description: The CSR in PEM. Null in check mode when the CSR would be written, and with O(state=absent).
   returned: success
   type: str
   sample: "-----BEGIN CERTIFICATE REQUEST-----\nMIHd...\n-----END CERTIFICATE REQUEST-----\n"
 algorithm:
-  description: Algorithm of the key.
+  description: Algorithm of the key; null with O(state=absent).
   returned: success
   type: str
   sample: ec-p256
 public_key_sha256:
-  description: SHA-256 over the DER public key, in hex. Null in check mode when a new key would be made.
+  description: SHA-256 over the DER public key, in hex. Null in check mode when a new key would be made, and with
+    O(state=absent).
   returned: success
   type: str
   sample: 5b0f0b2cbd0e3f9b1a8f4f3e7a2d1c0b9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b
 key_changed:
-  description: Whether a new key was written (or would be, in check mode).
+  description: Whether a new key was written or the key removed (or would be, in check mode).
   returned: success
   type: bool
   sample: false
 csr_changed:
-  description: Whether the CSR was written (or would be, in check mode).
+  description: Whether the CSR was written or removed (or would be, in check mode).
   returned: success
   type: bool
   sample: false
+backup_file:
+  description: Copy of the key made before it was replaced or removed.
+  returned: changed and if O(backup) is V(true)
+  type: str
+  sample: /etc/bonseyes/host/host.key.2442.2026-12-03@19:30:00~
+csr_backup_file:
+  description: Copy of the CSR made before it was replaced or removed.
+  returned: changed and if O(backup) is V(true)
+  type: str
+  sample: /etc/bonseyes/host/host.csr.2442.2026-12-03@19:30:00~
 """
 
 import os  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
 )
 
 if HAS_BONSEYES_PY:
@@ -147,15 +193,16 @@ if HAS_BONSEYES_PY:
         csr_pem,
         public_key_sha256,
     )
-    from bonseyes_py.pki.keys import algorithm_of, generate_private_key, private_key_pem, read_private_key
+    from bonseyes_py.pki.keys import algorithm_of, generate_private_key, private_key_pem
 
 KEY_MODE = 0o600
 CSR_MODE = 0o644
 KEY_DIR_MODE = 0o700
 
 
-class HostKeyModule(BonseyesModule):
+class HostKeyModule(BonseyesAnsibleModule):
     argument_spec = dict(
+        state=dict(type="str", choices=["present", "absent"], default="present"),
         path=dict(type="path", required=True),
         csr_path=dict(type="path", required=True),
         common_name=dict(type="str"),
@@ -163,15 +210,19 @@ class HostKeyModule(BonseyesModule):
         regenerate=dict(type="str", choices=["never", "fail", "always"], default="fail"),
     )
     module_kwargs = dict(supports_check_mode=True)
+    file_module = True
 
     def run(self):
         key_path, csr_path = self.params["path"], self.params["csr_path"]
         common_name, algorithm = self.params["common_name"], self.params["algorithm"]
-        check_common_name(common_name)  # before anything is read or written, in check mode too
         if os.path.realpath(key_path) == os.path.realpath(csr_path):
             self.fail(msg=f"path and csr_path are both {key_path}; the CSR would overwrite the key", check="input")
+        if self.params["state"] == "absent":
+            return self._remove(key_path, csr_path)
+        check_common_name(common_name)  # before anything is read or written, in check mode too
+        self.check_secret_mode(key_path, "private key")
 
-        key = read_private_key(key_path) if os.path.exists(key_path) else None
+        key = self.read_private_key("path", key_path) if os.path.exists(key_path) else None
         before = self._describe(key, csr_path)
         key_changed = key is None or self.params["regenerate"] == "always"
         if (key is not None and not key_changed and self.params["regenerate"] == "fail"
@@ -193,19 +244,50 @@ class HostKeyModule(BonseyesModule):
         if self.check_mode:
             after = dict(key=f"new {algorithm} key" if key_changed else before["key"],
                          csr=f"new CSR, CN {common_name}" if csr_changed else before["csr"])
-            return self._result(key if not key_changed else None, csr, key_changed, csr_changed, before, after)
+            result = self._result(key if not key_changed else None, csr, key_changed, csr_changed, before, after)
+            return self._with_attributes(result, key_changed, csr_changed)
 
+        backups = {}
         if key_changed:
             key = generate_private_key(algorithm)
             self._ensure_directory(os.path.dirname(key_path) or ".")
-            self.write_file_atomic(key_path, private_key_pem(key), KEY_MODE)
+            backups["backup_file"] = self.replace_file(key_path, private_key_pem(key), KEY_MODE)
         if csr_changed:
             csr = build_csr(key, common_name)
             directory = os.path.dirname(csr_path) or "."
             if not os.path.isdir(directory):
                 os.makedirs(directory, 0o755)
+            backups["csr_backup_file"] = self.backup(csr_path)
             self.write_file_atomic(csr_path, csr_pem(csr), CSR_MODE)
-        return self._result(key, csr, key_changed, csr_changed, before, self._describe(key, csr_path))
+        result = self._result(key, csr, key_changed, csr_changed, before, self._describe(key, csr_path))
+        result.update({name: path for name, path in backups.items() if path})
+        return self._with_attributes(result, key_changed, csr_changed)
+
+    def _with_attributes(self, result, key_changed, csr_changed):
+        """owner/group/mode of the key, owner/group of the CSR: a difference is a change (predicted in check mode).
+
+        A file that this run would create exists only outside check mode; in check mode its attributes are
+        part of the creation already reported.
+        """
+        result["changed"] = self.apply_file_attributes(self.params["path"], result["changed"])
+        result["changed"] = self.apply_file_attributes(self.params["csr_path"], result["changed"], with_mode=False)
+        return result
+
+    def _remove(self, key_path, csr_path):
+        """state=absent: the key and the CSR go, each after a backup when asked; a second run changes nothing."""
+        before = dict(key="present" if os.path.lexists(key_path) else "absent",
+                      csr="present" if os.path.lexists(csr_path) else "absent")
+        key_removed, key_backup = self.remove_file(key_path)
+        csr_removed, csr_backup = self.remove_file(csr_path)
+        result = dict(changed=key_removed or csr_removed, key_changed=key_removed, csr_changed=csr_removed,
+                      key_path=key_path, csr_path=csr_path, algorithm=None, public_key_sha256=None, csr=None)
+        if key_backup:
+            result["backup_file"] = key_backup
+        if csr_backup:
+            result["csr_backup_file"] = csr_backup
+        if self.diff_mode:
+            result["diff"] = dict(before=before, after=dict(key="absent", csr="absent"))
+        return result
 
     def _ensure_directory(self, directory):
         if not os.path.isdir(directory):

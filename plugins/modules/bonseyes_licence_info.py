@@ -176,7 +176,7 @@ import datetime  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
 )
 
 if HAS_BONSEYES_PY:
@@ -193,7 +193,7 @@ def _read(path, limit=None):
         return handle.read(limit) if limit else handle.read()
 
 
-class LicenceInfoModule(BonseyesModule):
+class LicenceInfoModule(BonseyesAnsibleModule):
     argument_spec = dict(
         path=dict(type="path", required=True),
         root_cert=dict(type="path", required=True),

@@ -20,8 +20,10 @@ description:
     the named pipeline in O(record_dir) on the managed host, so the task is idempotent. O(state=started) leaves
     alone a named pipeline whose every stage the SM reports C(running) with the same O(premise) and O(stages);
     it starts a new one when the recorded one stopped or failed, and stops the recorded one first when its
-    definition differs. O(state=stopped) stops the named pipeline and reports a change only when a stage was
-    still running.
+    definition differs or only some of its stages are up. O(state=stopped) stops the named pipeline and reports a
+    change only when it had not ended and a stage was still pending, starting or running.
+  - Both states read the SM's runtime status the same way, as the diff shows it in C(before.status), C(running) (every
+    stage runs), C(partial) (some stage is still up) or C(stopped).
   - Without O(name), every O(state=started) run requests and starts a new pipeline and reports a change;
     O(state=stopped) then needs O(pipeline_id).
 author:
@@ -38,7 +40,7 @@ attributes:
       SM to predict the change.
   diff_mode:
     support: full
-    details: Before and after are the pipeline ID and its status.
+    details: Before and after are the pipeline ID and its status (C(absent), C(running), C(partial), C(stopped)).
   idempotent:
     support: partial
     details: With O(name) both states are idempotent; without it O(state=started) starts a new pipeline on
@@ -134,7 +136,8 @@ stages:
   elements: dict
   sample: [{"position": 0, "artefact_id": "demo-sender", "status": "running"}]
 replaced:
-  description: ID of the running pipeline of O(name) that was stopped (or would be) because its definition differs.
+  description: ID of the pipeline of O(name) that was stopped (or would be) because its definition differs or only
+    part of it was up.
   returned: when a named pipeline was replaced
   type: str
   sample: pl-0a1b2c3d4e
@@ -146,7 +149,7 @@ import re  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
 )
 
 if HAS_BONSEYES_PY:
@@ -157,9 +160,11 @@ STAGE_KEYS = ("position", "artefact_id", "host_id", "status", "reported_digest",
               "container_id", "runtime_name", "port")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENDED = ("stopped", "aborted", "failed")
+# Stage statuses the SM's stop moves to "stopped" (bonseyes_py/sm/pipeline_runtime.py).
+ACTIVE_STAGE = ("pending", "starting", "running")
 
 
-class PipelineModule(BonseyesModule):
+class PipelineModule(BonseyesAnsibleModule):
     argument_spec = dict(
         state=dict(type="str", choices=["started", "stopped"], default="started"),
         name=dict(type="str"),
@@ -196,12 +201,14 @@ class PipelineModule(BonseyesModule):
         if record is not None:
             current = self.sm_call("GET", f"/v1/pipelines/{record['pipeline_id']}/runtime", missing_ok=True)
             if current is not None:
-                running = _running(current)
-                before = dict(pipeline_id=record["pipeline_id"], status="running" if running else "stopped")
+                state = runtime_state(current)
+                before = dict(pipeline_id=record["pipeline_id"], status=state)
                 same = record.get("premise") == wanted["premise"] and record.get("stages") == wanted["stages"]
-                if running and same:
+                if state == "running" and same:
                     return self._result(False, record["pipeline_id"], "running", current.get("stages", []), before)
-                if running:
+                if state != "stopped":
+                    # Another definition, or only part of it still up: stopped before the new one starts, so no
+                    # stage of the recorded pipeline is left behind holding licences.
                     replaced = record["pipeline_id"]
         if self.check_mode:
             return self._result(True, None, "would start", [], before, replaced=replaced)
@@ -236,11 +243,12 @@ class PipelineModule(BonseyesModule):
             # A name never started here: nothing runs under it.
             return self._result(False, None, "stopped", [], dict(pipeline_id=None, status="absent"))
         status = self.sm_call("GET", f"/v1/pipelines/{pipeline_id}/runtime")
-        running = any(s.get("status") not in ("stopped", "failed", "removed") for s in status.get("stages", []))
-        before = dict(pipeline_id=pipeline_id, status="running" if running else "stopped")
-        if running and not self.check_mode:
+        state = runtime_state(status)
+        before = dict(pipeline_id=pipeline_id, status=state)
+        changed = state != "stopped"
+        if changed and not self.check_mode:
             status = self.sm_call("POST", f"/v1/pipelines/{pipeline_id}/stop")
-        return self._result(running, pipeline_id, "stopped", status.get("stages", []), before)
+        return self._result(changed, pipeline_id, "stopped", status.get("stages", []), before)
 
     # -- helpers --------------------------------------------------------------------------------------
 
@@ -272,10 +280,20 @@ class PipelineModule(BonseyesModule):
         self.write_file_atomic(self._record_path(), json.dumps(record, indent=2, sort_keys=True).encode(), 0o600)
 
 
-def _running(status):
-    """Whether the SM reports the pipeline running: not ended, and every one of its stages running."""
-    stages = status.get("stages") or []
-    return status.get("status") not in ENDED and bool(stages) and all(s.get("status") == "running" for s in stages)
+def runtime_state(runtime):
+    """The one reading of the SM's runtime status that both states use.
+
+    ``running``: the pipeline has not ended and every stage runs (what O(state=started) keeps).
+    ``stopped``: the pipeline ended, or none of its stages is pending, starting or running (nothing to stop).
+    ``partial``: anything else; some stage is still up, so O(state=stopped) stops it and O(state=started)
+    stops it before starting anew.
+    """
+    stages = runtime.get("stages") or []
+    if runtime.get("status") not in ENDED and stages and all(s.get("status") == "running" for s in stages):
+        return "running"
+    if runtime.get("status") in ENDED or not any(s.get("status") in ACTIVE_STAGE for s in stages):
+        return "stopped"
+    return "partial"
 
 
 def _stage(stage):

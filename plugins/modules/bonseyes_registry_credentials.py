@@ -15,6 +15,7 @@ description:
     C(<path>/htpasswd) (mode C(0600)) holds a bcrypt hash of it for O(username), the file the registry's
     C(auth.htpasswd) section names.
   - The password is kept across runs; the htpasswd line is rewritten only when it no longer matches it.
+  - A password file that group or others may read is refused (C(check=key-file)), naming the file.
 author:
   - Bonseyes virtual premise developers (@bonseyes)
 requirements:
@@ -63,14 +64,15 @@ import secrets  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
+    check_private_key_file,
 )
 
 if HAS_BONSEYES_PY:
     import bcrypt
 
 
-class RegistryCredentialsModule(BonseyesModule):
+class RegistryCredentialsModule(BonseyesAnsibleModule):
     argument_spec = dict(
         path=dict(type="path", required=True),
         username=dict(type="str", default="marketplace"),
@@ -83,6 +85,7 @@ class RegistryCredentialsModule(BonseyesModule):
         htpasswd = os.path.join(path, "htpasswd")
         password = None
         if os.path.exists(password_path):
+            check_private_key_file(password_path, "password file")
             with open(password_path) as handle:
                 password = handle.read().strip()
         password_changed = not password

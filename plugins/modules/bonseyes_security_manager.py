@@ -15,6 +15,12 @@ description:
     data key, the first admin identity and the database.
   - An existing instance (C(sm.json) present) is never re-initialised; the module then only reports its paths and
     ensures the admin client chain file (admin certificate then intermediate) exists.
+  - "Drift of an existing instance follows one rule: what the module can converge it converges and reports as a
+    change (O(server_names) and O(server_ips): the server certificate is reissued for the same server key), what
+    it cannot it refuses with C(check=sm-mismatch), naming the option (O(trust_domain), O(algorithm),
+    O(admin_name), on which every issued certificate depends)."
+  - Key files of an existing instance (server, admin, data and CA keys) that group or others may read are refused
+    (C(check=key-file)), naming the file.
   - The service settings (bind address, workers, TTLs) are not this module's business; the
     P(bonseyes.vp.security_manager#role) role templates C(sm.json) after this module ran.
   - The root key is encrypted with a passphrase, from O(root_passphrase) (an Ansible Vault variable) or
@@ -34,7 +40,8 @@ attributes:
     details: Reports whether the instance or the admin chain would be created and writes nothing.
   diff_mode:
     support: full
-    details: Shows the state (absent/present) and the root certificate fingerprint.
+    details: Shows the state (absent/present), the root certificate fingerprint and the server certificate's names
+      and addresses.
   idempotent:
     support: full
 options:
@@ -43,25 +50,25 @@ options:
     type: path
     required: true
   trust_domain:
-    description: SPIFFE trust domain of the PKI, used only when the instance is created.
+    description: SPIFFE trust domain of the PKI. An existing instance of another trust domain is refused.
     type: str
     default: bonseyes.local
   server_names:
-    description: DNS names put in the server certificate, used only when the instance is created.
+    description: DNS names put in the server certificate; the certificate is reissued when they change.
     type: list
     elements: str
     default: [localhost]
   server_ips:
-    description: IP addresses put in the server certificate, used only when the instance is created.
+    description: IP addresses put in the server certificate; the certificate is reissued when they change.
     type: list
     elements: str
     default: [127.0.0.1]
   admin_name:
-    description: Name of the first admin identity, used only when the instance is created.
+    description: Name of the first admin identity. An existing instance with another first admin is refused.
     type: str
     default: admin
   algorithm:
-    description: Key algorithm of the CA and the server, used only when the instance is created.
+    description: Key algorithm of the CA and the server. An existing instance of another algorithm is refused.
     type: str
     choices: [ec-p256, ed25519, rsa-3072]
     default: ec-p256
@@ -128,6 +135,12 @@ root_sha256:
   returned: success
   type: str
   sample: 9f2c0b...
+server_certificate_changed:
+  description: Whether the server certificate of an existing instance was reissued (or would be, in check mode)
+    because O(server_names) or O(server_ips) changed; the service must be restarted to present it.
+  returned: success
+  type: bool
+  sample: false
 root_key:
   description:
     - State of the root private key in the CA directory. C(encrypted), C(plaintext) (warned about), or C(absent)
@@ -138,18 +151,24 @@ root_key:
 """
 
 import hashlib  # noqa: E402
+import ipaddress  # noqa: E402
 import os  # noqa: E402
 
 from ansible_collections.bonseyes.vp.plugins.module_utils.bonseyes_module import (  # noqa: E402
     HAS_BONSEYES_PY,
-    BonseyesModule,
+    BonseyesAnsibleModule,
+    check_private_key_file,
+    load_ca_bundle,
 )
 
 if HAS_BONSEYES_PY:
+    from cryptography import x509
+
     from bonseyes_py.errors import InputError
-    from bonseyes_py.pki.ca import root_key_state
-    from bonseyes_py.pki.certs import certificate_pem, load_certificate_chain
-    from bonseyes_py.pki.keys import read_passphrase_file
+    from bonseyes_py.pki.ca import CertificateAuthority, root_key_state
+    from bonseyes_py.pki.certs import certificate_pem, chain_pem, load_certificate_chain
+    from bonseyes_py.pki.keys import algorithm_of, read_passphrase_file, read_private_key
+    from bonseyes_py.pki.roles import Role, identity_of
     from bonseyes_py.sm.config import CONFIG_NAME, SMConfig
     from bonseyes_py.sm.initialise import init_sm
 
@@ -160,7 +179,7 @@ PLAINTEXT_ROOT_WARNING = (
     " key off the host with `bonseyes ca move-root` (docs/pki-and-keys.md).")
 
 
-class SecurityManagerModule(BonseyesModule):
+class SecurityManagerModule(BonseyesAnsibleModule):
     argument_spec = dict(
         path=dict(type="path", required=True),
         trust_domain=dict(type="str", default="bonseyes.local"),
@@ -203,11 +222,17 @@ class SecurityManagerModule(BonseyesModule):
                              server_names=tuple(self.params["server_names"]),
                              server_ips=tuple(self.params["server_ips"]), admin_name=self.params["admin_name"],
                              algorithm=self.params["algorithm"], root_passphrase=passphrase)
+        server_changed, server_before = False, None
+        if exists:
+            server_changed, server_before = self._converge(config)
         chain_changed = False
         fingerprint = None
         if os.path.exists(config.ca_bundle):
-            with open(config.ca_bundle, "rb") as handle:
-                root, intermediate = load_certificate_chain(handle.read())[:2]
+            root, intermediates = load_ca_bundle(config.ca_bundle, "the CA bundle")
+            if not intermediates:
+                raise InputError(f"the CA bundle {config.ca_bundle} holds no intermediate; it must hold the root"
+                                 " then the intermediate", check="ca-bundle")
+            intermediate = intermediates[0]
             fingerprint = hashlib.sha256(certificate_pem(root)).hexdigest()
             with open(config.admin_certificate, "rb") as handle:
                 wanted = handle.read() + certificate_pem(intermediate)
@@ -227,13 +252,57 @@ class SecurityManagerModule(BonseyesModule):
         if root_key == "plaintext":
             self.ansible.warn(PLAINTEXT_ROOT_WARNING.format(key=os.path.join(str(config.ca_directory), "private",
                                                                              "root.key")))
-        result = dict(changed=created or chain_changed, created=created, ca_bundle=str(config.ca_bundle),
-                      ca_dir=str(config.ca_directory), admin_cert=chain_path, admin_key=str(config.admin_key),
-                      root_sha256=fingerprint, root_key=root_key)
+        result = dict(changed=created or chain_changed or server_changed, created=created,
+                      ca_bundle=str(config.ca_bundle), ca_dir=str(config.ca_directory), admin_cert=chain_path,
+                      admin_key=str(config.admin_key), root_sha256=fingerprint, root_key=root_key,
+                      server_certificate_changed=server_changed)
         if self.diff_mode:
-            result["diff"] = dict(before=dict(state="present" if exists else "absent"),
-                                  after=dict(state="present", root_sha256=fingerprint))
+            wanted = self._server_names()
+            before = dict(state="present" if exists else "absent")
+            if server_before is not None:
+                before.update(server_names=server_before[0], server_ips=server_before[1])
+            result["diff"] = dict(before=before, after=dict(state="present", root_sha256=fingerprint,
+                                                            server_names=wanted[0], server_ips=wanted[1]))
         return result
+
+    def _server_names(self):
+        return sorted(set(self.params["server_names"])), sorted({str(ipaddress.ip_address(ip))
+                                                                 for ip in self.params["server_ips"]})
+
+    def _converge(self, config):
+        """An existing instance against the options: refuse what cannot change, reissue the server certificate
+        when only its names or addresses differ. Returns (server certificate changed, its (names, ips) before)."""
+        for key, what in ((config.tls_key, "server key"), (config.admin_key, "admin key"),
+                          (config.data_key, "data key")):
+            check_private_key_file(key, what)
+        root_key = os.path.join(str(config.ca_directory), "private", "root.key")
+        if os.path.exists(root_key):
+            check_private_key_file(root_key, "root key")
+        ca = CertificateAuthority.load(config.ca_directory)
+        with open(config.admin_certificate, "rb") as handle:
+            admin = identity_of(load_certificate_chain(handle.read())[0]).name
+        actual = dict(trust_domain=ca.trust_domain, algorithm=algorithm_of(ca.root.public_key()).value,
+                      admin_name=admin)
+        for option, value in actual.items():
+            if value != self.params[option]:
+                raise InputError(f"the Security Manager in {self.params['path']} has {option} {value}, not"
+                                 f" {self.params[option]}; every certificate it issued depends on it, so it is never"
+                                 f" changed: set {option}: {value}, or create a new instance elsewhere",
+                                 check="sm-mismatch")
+        with open(config.tls_certificate, "rb") as handle:
+            server = load_certificate_chain(handle.read())[0]
+        san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        before = (sorted(set(san.get_values_for_type(x509.DNSName))),
+                  sorted({str(ip) for ip in san.get_values_for_type(x509.IPAddress)}))
+        wanted = self._server_names()
+        if before == wanted:
+            return False, before
+        if not self.check_mode:
+            key = read_private_key(config.tls_key)
+            certificate = ca.issue(key.public_key(), ca.identity(Role.SECURITY_MANAGER, "sm"),
+                                   dns_names=tuple(wanted[0]), ip_addresses=tuple(wanted[1]))
+            self.write_file_atomic(str(config.tls_certificate), chain_pem([certificate, ca.intermediate]), 0o644)
+        return True, before
 
 
 def main():

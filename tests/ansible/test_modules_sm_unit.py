@@ -101,7 +101,7 @@ def test_security_manager_check_then_real_then_nothing_changes(run_module, tmp_p
     assert checked["changed"] is True
     assert checked["created"] is False
     assert not Path(real["admin_cert"]).exists()
-    restored = run_module("bonseyes_security_manager", dict(args, trust_domain="other.test"))
+    restored = run_module("bonseyes_security_manager", args)
     assert restored["changed"] is True
     assert restored["created"] is False
     assert restored["root_sha256"] == real["root_sha256"]
@@ -199,7 +199,8 @@ def test_user_check_then_real_then_nothing_changes(run_module, sm_service, sm_ad
     checked = run_module("bonseyes_user", args, check_mode=True, diff=True)
     assert checked.rc == 0, checked
     assert checked["changed"] is True
-    assert checked["diff"] == {"before": {"user": "absent"}, "after": {"user": "present"}}
+    assert checked["diff"] == {"before": {"user": "absent"},
+                               "after": {"user": "present", "role": "user", "organisation": "lab"}}
     assert not cert.exists()
     assert admin_get(sm_service, f"/v1/users/{user_id}") == 404
 

@@ -363,4 +363,4 @@ def test_sm_connection_options_are_added_only_when_asked(collections_root: Path)
     assert set(spec) == {"sm_url", "client_cert", "client_key", "client_key_passphrase", "ca_cert",
                          "validate_certs", "timeout"}
     assert spec["client_key_passphrase"]["no_log"] is True
-    assert base.BonseyesModule.sm_connection is False
+    assert base.BonseyesAnsibleModule.sm_connection is False
