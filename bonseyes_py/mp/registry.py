@@ -16,6 +16,7 @@ manifests, list tags, and stream blobs while checking their sha256 (what a BM do
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import requests
 import yaml
 
 from bonseyes_py import safejson
@@ -39,6 +39,7 @@ from bonseyes_py.errors import InputError
 from bonseyes_py.identity.ids import check_digest
 from bonseyes_py.mp.errors import RegistryError
 from bonseyes_py.pki.keys import write_secret_file
+from bonseyes_py.web.client import ClientError, MTLSClient, Response
 
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -200,10 +201,11 @@ class RegistryProcess:
                 return True
             return False
         try:
-            response = requests.get(f"{self.url}/v2/", timeout=1)
-        except requests.RequestException:
+            with MTLSClient(self.url, ca_file=None, allow_http=True, timeout=1, retries=0) as probe:
+                status = probe.raw("GET", "/v2/", expected=None).status
+        except ClientError:
             return False
-        return response.status_code in (200, 401)
+        return status in (200, 401)
 
     @property
     def running(self) -> bool:
@@ -237,62 +239,65 @@ class RegistryProcess:
 class RegistryClient:
     """The few distribution API calls the MP makes, with its push credentials."""
 
-    def __init__(self, url: str, credentials: RegistryCredentials | None = None, *,
-                 session: requests.Session | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, credentials: RegistryCredentials | None = None, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        self.session = session or requests.Session()
+        # The push endpoint is plain HTTP on loopback, reached only by the MP with its password; answers are
+        # capped like any other (a manifest or tag list at MAX_MANIFEST_BYTES), blobs are streamed.
+        self.client = MTLSClient(self.url, ca_file=None, allow_http=True, timeout=timeout,
+                                 max_response_bytes=MAX_MANIFEST_BYTES)
+        self._headers: dict[str, str] = {}
         if credentials is not None:
-            self.session.auth = (credentials.username, credentials.password)
-        self.timeout = timeout
+            token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
         try:
-            return self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
+            return self.client.raw(method, path, headers={**self._headers, **(headers or {})}, expected=None)
+        except ClientError as exc:
             raise RegistryError(f"{method} {self.url}{path} failed: {exc}", check="registry-unreachable") from exc
 
     def ping(self) -> None:
         response = self._request("GET", "/v2/")
-        if response.status_code != 200:
-            raise RegistryError(f"registry answered {response.status_code} to /v2/", check="registry-auth")
+        if response.status != 200:
+            raise RegistryError(f"registry answered {response.status} to /v2/", check="registry-auth")
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The ``Docker-Content-Digest`` of a tag or digest, or ``None`` when the registry lacks it."""
         response = self._request("HEAD", f"/v2/{repository}/manifests/{reference}",
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        if response.status_code == 404:
+        if response.status == 404:
             return None
-        if response.status_code != 200:
-            raise RegistryError(f"HEAD manifest {repository}:{reference} answered {response.status_code}")
+        if response.status != 200:
+            raise RegistryError(f"HEAD manifest {repository}:{reference} answered {response.status}")
         return check_digest(response.headers["Docker-Content-Digest"])
 
     def manifest(self, repository: str, digest: str) -> tuple[bytes, str]:
         """The manifest bytes for a digest, checked against that digest, and their media type."""
         response = self._request("GET", f"/v2/{repository}/manifests/{check_digest(digest)}",
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        if response.status_code != 200:
-            raise RegistryError(f"GET manifest {repository}@{digest} answered {response.status_code}")
-        if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
+        if response.status != 200:
+            raise RegistryError(f"GET manifest {repository}@{digest} answered {response.status}")
+        if "sha256:" + hashlib.sha256(response.body).hexdigest() != digest:
             raise RegistryError(f"manifest of {repository} does not hash to {digest}", check="digest-mismatch")
-        return response.content, response.headers.get("Content-Type", "")
+        return response.body, response.headers.get("Content-Type", "")
 
     def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete a manifest (and with it the tags that point at it); ``False`` when already absent."""
         response = self._request("DELETE", f"/v2/{repository}/manifests/{check_digest(digest)}")
-        if response.status_code == 404:
+        if response.status == 404:
             return False
-        if response.status_code != 202:
-            raise RegistryError(f"DELETE manifest {repository}@{digest} answered {response.status_code}: "
-                                f"{response.text[:200]}")
+        if response.status != 202:
+            raise RegistryError(f"DELETE manifest {repository}@{digest} answered {response.status}: "
+                                f"{response.body[:200].decode(errors='replace')}")
         return True
 
     def tags(self, repository: str) -> list[str]:
         response = self._request("GET", f"/v2/{repository}/tags/list")
-        if response.status_code == 404:
+        if response.status == 404:
             return []
-        if response.status_code != 200:
-            raise RegistryError(f"GET tags of {repository} answered {response.status_code}")
-        return list(_parse(response.content, f"tag list of {repository}").get("tags") or [])
+        if response.status != 200:
+            raise RegistryError(f"GET tags of {repository} answered {response.status}")
+        return list(_parse(response.body, f"tag list of {repository}").get("tags") or [])
 
     def image_manifest(self, repository: str, digest: str) -> dict[str, Any]:
         """The image manifest of a digest (checked against it), parsed; an index is refused."""
@@ -312,10 +317,10 @@ class RegistryClient:
     def has_blob(self, repository: str, digest: str) -> bool:
         """Whether ``repository`` itself holds the blob (distribution answers per repository)."""
         response = self._request("HEAD", f"/v2/{repository}/blobs/{check_digest(digest)}")
-        if response.status_code == 404:
+        if response.status == 404:
             return False
-        if response.status_code != 200:
-            raise RegistryError(f"HEAD blob {repository}@{digest} answered {response.status_code}")
+        if response.status != 200:
+            raise RegistryError(f"HEAD blob {repository}@{digest} answered {response.status}")
         return True
 
     def blob(self, repository: str, digest: str, limit: int) -> bytes:
@@ -361,11 +366,14 @@ class RegistryClient:
                 raise refuse(f"blob {blob} is not in the repository")
 
     def iter_blob(self, repository: str, digest: str) -> Iterator[bytes]:
-        response = self._request("GET", f"/v2/{repository}/blobs/{check_digest(digest)}", stream=True)
-        if response.status_code != 200:
-            raise RegistryError(f"GET blob {repository}@{digest} answered {response.status_code}")
-        with response:
-            yield from response.iter_content(CHUNK)
+        path = f"/v2/{repository}/blobs/{check_digest(digest)}"
+        try:
+            with self.client.stream("GET", path, headers=self._headers, expected=None) as response:
+                if response.status != 200:
+                    raise RegistryError(f"GET blob {repository}@{digest} answered {response.status}")
+                yield from response.stream(CHUNK)
+        except ClientError as exc:
+            raise RegistryError(f"GET {self.url}{path} failed: {exc}", check="registry-unreachable") from exc
 
     def verify_image(self, repository: str, digest: str) -> int:
         """Re-hash the manifest and every blob of an image; return the bytes hashed.

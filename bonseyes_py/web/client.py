@@ -251,7 +251,9 @@ class MTLSClient:
         with self.stream(method, path, json=json, body=body, params=params, expected=expected,
                          headers=headers, timeout=timeout) as response:
             url = self.url(path, params)
-            return Response(response.status, response.headers, _read_bounded(response, limit, method, url))
+            # A HEAD answer has no body; its Content-Length is the size a GET would get.
+            body = b"" if method.upper() == "HEAD" else _read_bounded(response, limit, method, url)
+            return Response(response.status, response.headers, body)
 
     @contextmanager
     def stream(self, method: str, path: str, *, json: Any = None, body: bytes | IO[bytes] | None = None,

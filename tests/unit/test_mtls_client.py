@@ -105,6 +105,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route()
 
+    def do_HEAD(self) -> None:
+        """The size a GET of /declared-big would get, and no body (a registry's HEAD of a layer blob)."""
+        self._count()
+        self.send_response(200)
+        self.send_header("Content-Length", str(BIG_ANSWER_BYTES))
+        self.end_headers()
+
     def _route(self) -> None:
         seen = self._count()
         sent = self._body()
@@ -245,6 +252,15 @@ def test_an_answer_over_the_cap_is_refused_without_reading_it_all(client_for: Ca
     with pytest.raises(ResponseTooLarge, match=f"{BIG_ANSWER_BYTES} bytes"):
         client.raw("GET", "/declared-big")
     # The client is still usable: the cut-off connection was not put back half-read.
+    assert client.request("GET", "/echo")["path"] == "/echo"
+
+
+def test_a_head_of_something_over_the_cap_is_no_answer_over_the_cap(client_for: Callable[..., MTLSClient]) -> None:
+    """HEAD's Content-Length is what a GET would get; the answer itself has no body to cap."""
+    client = client_for(max_response_bytes=1024)
+    answer = client.raw("HEAD", "/declared-big")
+    assert (answer.status, answer.body) == (200, b"")
+    assert answer.headers["Content-Length"] == str(BIG_ANSWER_BYTES)
     assert client.request("GET", "/echo")["path"] == "/echo"
 
 
