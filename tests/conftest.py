@@ -100,8 +100,11 @@ def make_csr() -> Callable[..., tuple[PrivateKey, x509.CertificateSigningRequest
 #   openstack: the control plane's fixed ports and state directory (tests/openstack/openstack_lab.py);
 #   molecule:  the scenarios' fixed container names;
 #   e2e:       one lab of BMs, registries and SM per session, heavy enough that two copies would only slow
-#              every other worker down.
+#              every other worker down;
+#   mp:        the MP tests check that a registration leaves the engine's images and tags as they were
+#              (tests/mp/helpers_mp.py image_state), which another MP's registration in flight would change.
 XDIST_GROUPS = {
+    "tests/mp/": "mp",
     "tests/openstack/": "openstack",
     "tests/ansible/test_molecule.py": "molecule",
     "tests/e2e/": "e2e",

@@ -113,22 +113,13 @@ def installed_collections() -> str:
 
 
 def _sm_fixtures() -> Any:
-    """tests/sm/conftest.py as a plain module (``sm_conftest``): its ``launch_sm`` and ``World`` are reused
-    rather than copied, so these tests start the SM exactly the way the SM's own tests do (init_sm, then
-    ``python -m bonseyes_py.sm`` under gunicorn with mTLS on a free loopback port)."""
-    import importlib.util
-
+    """tests/sm/sm_fixtures.py: its ``launch_sm`` and ``World`` are reused rather than copied, so these tests
+    start the SM exactly the way the SM's own tests do (init_sm, then ``python -m bonseyes_py.sm`` under
+    gunicorn with mTLS on a free loopback port)."""
     sm_tests = REPO / "tests" / "sm"
     if str(sm_tests) not in sys.path:
         sys.path.insert(0, str(sm_tests))
-    if "sm_conftest" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("sm_conftest", sm_tests / "conftest.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["sm_conftest"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["sm_conftest"]
+    return importlib.import_module("sm_fixtures")
 
 
 @pytest.fixture(scope="session")

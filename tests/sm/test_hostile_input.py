@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Identity, Lab, SMServer, World, unique
 from requests.adapters import HTTPAdapter
+from sm_fixtures import Identity, Lab, SMServer, World, unique
 from sm_testlib import check_error, free_port, nonce, stop
 
 from bonseyes_py.bm.enrol import OwnerIdentity, enrol_host

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Lab, World, unique
+from sm_fixtures import Lab, World, unique
 from sm_testlib import check_error, check_response, nonce
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from conftest import World, build_lab, launch_sm
+from sm_fixtures import World, build_lab, launch_sm
 from sm_testlib import nonce, start_sm, stop, wait_ready
 from sqlalchemy import create_engine, text
 

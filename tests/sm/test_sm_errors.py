@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Lab, SMServer, World
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from sm_fixtures import Lab, SMServer, World
 from sm_testlib import check_error, check_response, digest_of, fake_hardware_id, new_csr, nonce, write_certificate
 
 from bonseyes_py.pki.ca import CertificateAuthority

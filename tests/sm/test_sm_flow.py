@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from conftest import Lab, World, build_lab
 from cryptography.hazmat.primitives.serialization import pkcs12
+from sm_fixtures import Lab, World, build_lab
 from sm_testlib import check_error, check_response, nonce
 
 from bonseyes_py.licences import Expectations, LicenceKind, verify_licence

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import requests
 import schemathesis
-from conftest import World, launch_sm
 from hypothesis import HealthCheck, given, settings
+from sm_fixtures import World, launch_sm
 from sm_testlib import stop
 
 EXAMPLES_PER_OPERATION = 25

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import World, build_lab, launch_sm
 from postgres_server import PostgresServer, start_postgres
+from sm_fixtures import World, build_lab, launch_sm
 from sm_testlib import check_error, check_response, free_port, nonce, stop
 from sqlalchemy import create_engine, inspect
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMServer, World, unique
 from cryptography import x509
+from sm_fixtures import SMServer, World, unique
 from sm_testlib import Client, check_error, check_response, write_certificate
 
 from bonseyes_py.pki.ca import CertificateAuthority

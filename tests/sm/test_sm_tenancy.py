@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import Identity, World, unique
+from sm_fixtures import Identity, World, unique
 from sm_testlib import check_error, check_response, digest_of, fake_hardware_id, new_csr, nonce
 
 from bonseyes_py.licences import LicenceKind, verify_licence

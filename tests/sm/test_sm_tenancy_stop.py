@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import World, unique
 from cryptography import x509
+from sm_fixtures import World, unique
 from sm_testlib import check_error, check_response, fake_hardware_id, new_csr, nonce
 from test_sm_tenancy import FakeBM, Tenancy, pipeline_of, tenancy
 
