@@ -22,4 +22,4 @@ step "Bonseyes Layer build (cached)"; .venv/bin/python -m bonseyes_py.bl.build o
 # that share a machine-wide resource are pinned to one worker by the groups of tests/conftest.py.
 workers=${BONSEYES_TEST_WORKERS:-$(nproc)}
 step "pytest ($workers workers)"
-.venv/bin/pytest -p no:cacheprovider -n "$workers" --dist loadgroup --durations=25 "$@"
+.venv/bin/pytest -p no:cacheprovider -n "$workers" --durations=25 "$@"

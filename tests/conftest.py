@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -94,9 +95,9 @@ def make_csr() -> Callable[..., tuple[PrivateKey, x509.CertificateSigningRequest
 
 
 # -- pytest-xdist: tests that share a machine-wide resource run on one worker --------------------------------
-# scripts/test.sh runs the suite with ``-n <workers> --dist loadgroup``. Ungrouped tests spread over the
-# workers one by one; each group below stays on one worker, in file order, because its tests hold
-# something only one process at a time may own:
+# scripts/test.sh runs the suite on ``-n <workers>``. Ungrouped tests spread over the workers one by one; each
+# group below stays on one worker, in file order, because its tests hold something only one process at a
+# time may own:
 #   openstack: the control plane's fixed ports and state directory (tests/openstack/openstack_lab.py);
 #   molecule:  the scenarios' fixed container names;
 #   e2e:       one lab of BMs, registries and SM per session, heavy enough that two copies would only slow
@@ -111,11 +112,23 @@ XDIST_GROUPS = {
 }
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(str(config.rootpath))
-    for item in items:
-        relative = Path(str(item.path)).relative_to(root).as_posix()
-        for prefix, group in XDIST_GROUPS.items():
-            if relative.startswith(prefix):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+def xdist_scope(nodeid: str) -> str:
+    """The group a test runs in: its resource's group, or the test alone."""
+    path = nodeid.split("::", 1)[0]
+    return next((group for prefix, group in XDIST_GROUPS.items() if path.startswith(prefix)), nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is not installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's ``loadgroup`` with the groups above, keyed on the node ID's path.
+
+    Not ``xdist_group`` marks: xdist 3.8 puts a mark's group into ``Item._nodeid``, which pytest 9 no longer
+    reads, so the marks were silently ignored and grouped tests ran on two workers at once.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ResourceGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return ResourceGroups(config, log)
