@@ -3,11 +3,14 @@
 Each scenario: destroy, create, (prepare), converge, idempotence (a second converge reports no change),
 verify, destroy. The bonseyes_module scenario's prepare step deploys a real Security Manager (the
 security_manager role and the owner's enrolment) in its container for the BM to enrol with, and mounts the
-engine's socket, which the BM drives. Nothing is pulled: the test host image is built here from the local
-bonseyes/base-python:bookworm (molecule/shared/Dockerfile, ``--network none``), and the containers mount
-the repository, its .venv and the venv's Python read-only at their host paths, so bonseyes_py and
-supervisor are importable offline. Containers use the host network (the engine has no bridge network),
-so every scenario listens on its own free ports, passed through the environment.
+engine's socket, which the BM drives. The sm_ca, host_identity and supervisor scenarios need no other service:
+their verify steps check what a second run must never do (regenerate a CA under another trust domain, replace
+a host key of another algorithm) and that the supervisor role starts a supervisord that died. Nothing is
+pulled: the test host image is built here from the local bonseyes/base-python:bookworm
+(molecule/shared/Dockerfile, ``--network none``), and the containers mount the repository, its .venv and the
+venv's Python read-only at their host paths, so bonseyes_py and supervisor are importable offline. Containers
+use the host network (the engine has no bridge network), so every scenario listens on its own free ports,
+passed through the environment.
 """
 
 from __future__ import annotations
