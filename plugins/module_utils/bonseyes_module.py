@@ -120,6 +120,9 @@ class BonseyesAnsibleModule:
         self._sm_client = None
         self._client_key = None
 
+    def check_params(self):
+        """Refuse malformed options (no I/O) before anything else, the connection's files included."""
+
     def run(self):
         """Do the module's work and return the result dict (must contain ``changed``)."""
         raise NotImplementedError
@@ -132,6 +135,7 @@ class BonseyesAnsibleModule:
             self.fail(msg=missing_required_lib("bonseyes_py (pip install bonseyes-py)"),
                       exception=BONSEYES_PY_IMPORT_ERROR)
         try:
+            self.check_params()
             if self.sm_connection:
                 self._check_sm_connection()
             result = self.run()

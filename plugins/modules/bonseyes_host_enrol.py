@@ -154,9 +154,13 @@ class HostEnrolModule(BonseyesAnsibleModule):
     sm_connection = True
     file_module = True
 
-    def run(self):
+    def check_params(self):
         for premise in self.params["premises"]:
             check_name(premise, "premise")
+        if not os.path.isdir(self.params["sysroot"]):
+            raise InputError(f"sysroot {self.params['sysroot']} is not a directory", check="sysroot")
+
+    def run(self):
         facts = collect_hardware_facts(self.params["sysroot"])
         host_name = host_name_for(facts.hardware_id)
         with open(self.params["csr_path"], "rb") as handle:
