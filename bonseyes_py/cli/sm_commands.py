@@ -260,6 +260,10 @@ def _user_show(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     result = _with_admin(args, lambda sm, admin: sm.revoke(admin, args.kind, args.id, reason=args.reason))
+    if result.get("already_revoked"):
+        print(f"already revoked {result['kind']} {result['id']}: nothing new to revoke; "
+              f"CRL number {result['crl_number']}")
+        return 0
     print(f"revoked {result['kind']} {result['id']}: {len(result['serials'])} certificates, "
           f"{len(result['licences'])} licences; CRL number {result['crl_number']}")
     return 0

@@ -63,17 +63,21 @@ class RevocationOperations(SMCore):
             audit.lock_chain(session)  # Serialises CRL rebuilds across workers and SMs.
             serials: list[str] = []
             licences: list[str] = []
+            already = False  # the subject was revoked before this call (a re-run of a teardown)
             if kind == "user":
                 user = found(session.get(User, subject), "user", subject)
+                already = bool(user.revoked)
                 user.revoked = True
                 serials = self._revoke_certificates(session, (Role.USER.value, Role.ADMIN.value), subject, now)
             elif kind == "host":
                 host = found(session.get(Host, subject), "host", subject)
+                already = bool(host.revoked)
                 host.revoked = True
                 serials = self._revoke_certificates(session, (Role.HOST.value,), subject, now)
                 licences = self._revoke_licences(session, Licence.host_id == subject, now)
             elif kind == "artefact":
                 artefact = found(session.get(Artefact, subject), "artefact", subject)
+                already = bool(artefact.revoked)
                 artefact.revoked = True
                 licences = self._revoke_licences(session, Licence.artefact_id == subject, now)
             elif kind == "licence":
@@ -90,14 +94,16 @@ class RevocationOperations(SMCore):
                     raise NotFoundError(f"certificate serial {subject!r} is not in the SM's records; revoke it"
                                         f" from its certificate file: bonseyes ca revoke --ca"
                                         f" {self.ca.paths.directory} CERT")
-                if row.revoked_at is None:
+                already = row.revoked_at is not None
+                if not already:
                     row.revoked_at = now
                 serials = [row.serial]
             crl_number = self._publish_crl(session, now)
             extra = {"via": via} if via else {}
             self.audit(session, actor, "revoked", f"{kind}:{subject}", reason=reason, serials=serials,
                        licences=licences, crl_number=crl_number, **extra)
-        return {"kind": kind, "id": subject, "serials": serials, "licences": licences, "crl_number": crl_number}
+        return {"kind": kind, "id": subject, "serials": serials, "licences": licences, "crl_number": crl_number,
+                "already_revoked": already}
 
     @staticmethod
     def _record_foreign_certificate(session: Any, certificate: x509.Certificate) -> Certificate:

@@ -186,6 +186,9 @@ def test_hosts_revocations_and_audit(workdir: Path) -> None:
     revoked = run("sm", "revoke", "sm", "user", "erin", "--reason", "left the lab", cwd=workdir)
     assert revoked.returncode == 0, revoked.stderr
     assert "revoked user erin: 1 certificates" in revoked.stdout
+    again = run("sm", "revoke", "sm", "user", "erin", "--reason", "left the lab", cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("already revoked user erin: nothing new to revoke"), again.stdout
     assert_one_line_error(run("sm", "revoke", "sm", "host", "h-nothere", cwd=workdir), 1, "not-found")
     bad_kind = run("sm", "revoke", "sm", "planet", "x", cwd=workdir)
     assert bad_kind.returncode == 2
