@@ -25,6 +25,7 @@ from bonseyes_py.jose import Signer
 from bonseyes_py.pki.certs import load_certificate_chain, read_certificate
 from bonseyes_py.pki.keys import generate_private_key, read_private_key, signature_hash, write_private_key
 from bonseyes_py.pki.roles import identity_of
+from bonseyes_py.settings import check as check_settings
 from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused
 
 
@@ -48,6 +49,10 @@ def enrol_host(directory: Path | str, *, sm_url: str, ca_bundle: Path, owner: Ow
     directory = Path(directory)
     if (directory / "bm.json").exists():
         raise InputError(f"a Bonseyes Module already exists in {directory}", check="bm-exists")
+    # A value bm.json could not hold is refused now, before the host is registered at the SM (the SM gives
+    # the real host ID; this placeholder only lets the other settings be checked).
+    check_settings(BMConfig(directory=directory, host_id="pending-registration", sm_url=sm_url, bind_ip=bind_ip,
+                            port=port, registry=registry, **settings), source=str(directory / "bm.json"))
     facts = collect_hardware_facts(sysroot)
     owner_chain = load_certificate_chain(Path(owner.certificate).read_bytes())
     owner_key = read_private_key(owner.key)

@@ -23,6 +23,7 @@ from bonseyes_py.pki.ca import CertificateAuthority
 from bonseyes_py.pki.certs import certificate_pem, chain_pem, load_certificate, load_certificate_chain
 from bonseyes_py.pki.keys import generate_private_key, signature_hash, write_private_key, write_public_file
 from bonseyes_py.pki.roles import Role, check_name
+from bonseyes_py.settings import check as check_settings
 from bonseyes_py.web.client import ClientError, MTLSClient, ServerRefused
 from bonseyes_py.web.server import ServerSettings, WSGIServer
 
@@ -63,6 +64,8 @@ def init_mp(directory: Path | str, *, name: str = "marketplace", ca_directory: P
     check_name(name, "marketplace name")
     config = MPConfig(directory=directory, name=name, ca_directory=str(ca_directory or ""), sm_url=sm_url or "",
                       **settings)
+    # A value mp.json could not hold is refused now, before an identity is issued, not at the save.
+    check_settings(config, source=str(directory / CONFIG_NAME))
     key = generate_private_key()
     if ca_directory:
         ca = CertificateAuthority.load(ca_directory)

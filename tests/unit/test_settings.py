@@ -397,3 +397,24 @@ def test_a_hand_edited_ca_json_is_refused_in_one_line(tmp_path: Path, content: s
     assert "\n" not in str(raised.value)
     assert "ca.json" in str(raised.value)
     assert authority.trust_domain
+
+
+def test_enrol_host_refuses_a_bad_setting_before_registering_at_the_sm(tmp_path: Path) -> None:
+    """Checked before the owner's files are read or the SM is called (neither exists here)."""
+    from bonseyes_py.bm.enrol import OwnerIdentity, enrol_host
+
+    owner = OwnerIdentity(certificate=tmp_path / "missing.pem", key=tmp_path / "missing.key")
+    with pytest.raises(InputError, match='"heartbeat_seconds" must be') as raised:
+        enrol_host(tmp_path / "bm", sm_url="https://127.0.0.1:1", ca_bundle=tmp_path / "ca.pem", owner=owner,
+                   bind_ip="127.0.0.1", port=9444, heartbeat_seconds="often")
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "bm").exists()
+
+
+def test_init_mp_refuses_a_bad_setting_before_issuing_an_identity(tmp_path: Path) -> None:
+    from bonseyes_py.mp.server import init_mp
+
+    with pytest.raises(InputError, match='"workers" must be') as raised:
+        init_mp(tmp_path / "mp", ca_directory=tmp_path / "no-ca", workers="many")
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "mp").exists()
