@@ -51,6 +51,8 @@ class ServerEvents:
         host, task = str(data.get("host", "")), data.get("task", "")
         kind = event.get("event", "")
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            if "censored" in (data.get("res") or {}):
+                return True  # a no_log task's failure: its rescue task fails next, saying why
             message = str((data.get("res") or {}).get("msg", "failed"))
             name = host.removeprefix(SERVER_HOST_PREFIX)
             self.result.failures[name] = message

@@ -31,6 +31,23 @@ def test_each_server_reports_requested_then_its_status_and_failures_name_the_pro
     assert result.failures == {"vp-hpc-02": "Quota exceeded for instances"}
 
 
+def test_a_no_log_boot_failure_is_reported_by_its_rescue_with_the_reason() -> None:
+    """The boot task runs with no_log (its result may hold the admin password): its own failure event is
+    censored, and the rescue task that follows carries the reason."""
+    seen: list[ServerProgress] = []
+    result = ProvisionResult()
+    handler = ServerEvents(result, seen.append)
+    handler(event("runner_on_start", "openstack-server-vp-hpc-03"))
+    handler(event("runner_on_failed", "openstack-server-vp-hpc-03",
+                  res={"censored": "the output has been hidden due to the fact that 'no_log: true' was specified"}))
+    handler(event("runner_on_failed", "openstack-server-vp-hpc-03",
+                  task="Boot the server with its premise in its metadata - why it failed",
+                  res={"msg": "server vp-hpc-03: Quota exceeded for instances"}))
+    assert seen == [ServerProgress("vp-hpc-03", "requested"),
+                    ServerProgress("vp-hpc-03", "failed", "server vp-hpc-03: Quota exceeded for instances")]
+    assert result.failures == {"vp-hpc-03": "server vp-hpc-03: Quota exceeded for instances"}
+
+
 def test_deploy_printer_passes_only_server_events_on_and_prints_one_line_per_server_step() -> None:
     stream = io.StringIO()
     result = ProvisionResult()
