@@ -9,7 +9,9 @@ the asserts inside the playbook (a failed assert fails the run).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -39,7 +41,9 @@ def test_artefact_and_pipeline_check_real_check_real(ansible_playbook, installed
                                                      tmp_path: Path) -> None:
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         pytest.fail("the Docker engine does not answer (scripts/ci/start_docker.sh starts it)")
-    state = tmp_path / "state"
+    # Short: supervisord's socket lives in it, and an AF_UNIX path is at most 107 bytes (tmp_path under
+    # pytest-xdist, /tmp/pytest-of-root/pytest-N/popen-gwN/<test name>/, leaves too little).
+    state = Path(tempfile.mkdtemp(prefix="bv-stack-"))
     name = f"itest-{uuid.uuid4().hex[:8]}"
     # A hardware tree of its own: the host ID derives from it, and the BM labels its containers with the host ID.
     # Other BMs on this machine (the machine's own hardware ID) then never take this run's containers for theirs.
@@ -56,6 +60,7 @@ def test_artefact_and_pipeline_check_real_check_real(ansible_playbook, installed
     finally:
         stop_supervisord(state)
         remove_images(name)
+        shutil.rmtree(state, ignore_errors=True)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
     counters = recap(run.stdout)
     assert counters["failed"] == 0
